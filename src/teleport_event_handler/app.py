@@ -1,0 +1,240 @@
+"""Wiring and lifecycle of ``teleport-event-handler start``.
+
+Order of start-up, as the Go plugin: credentials (refused early when expired),
+the state directory and its start time, the Fluentd client, the Teleport
+connection, then the engine the cluster supports. SIGTERM and SIGINT stop
+reading, let in-flight requests finish, commit what was acknowledged and exit
+0; a second SIGINT exits at once (nothing acknowledged is lost either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+import orjson
+
+from teleport_event_handler import __version__
+from teleport_event_handler.backoff import Shutdown
+from teleport_event_handler.config import Config
+from teleport_event_handler.events import TypeFilter
+from teleport_event_handler.pipeline import Pipeline, PipelineFailed
+from teleport_event_handler.sink import FluentdClient, SinkError
+from teleport_event_handler.source import (
+    BulkEngine,
+    LegacyEngine,
+    Stopped,
+    call_with_retry,
+    probe_bulk,
+    utcnow,
+)
+from teleport_event_handler.state import State, StateError, state_dir
+from teleport_event_handler.teleport import (
+    Credentials,
+    TeleportClient,
+    TeleportError,
+    check_not_expired,
+    load_identity_file,
+    load_key_pair,
+)
+
+log = logging.getLogger("teleport_event_handler")
+
+# Bulk export polls a day for new chunks this often once caught up (Teleport: 16 s).
+BULK_POLL_INTERVAL = 16.0
+PROGRESS_INTERVAL = 60.0
+
+
+class DeadLetters:
+    """Events the receiver refused as malformed (4xx), kept instead of dropped.
+
+    One JSON line per event in ``dead-letter.jsonl`` in the state directory,
+    written and fsynced before the event's cursor is committed.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "dead-letter.jsonl")
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def __call__(self, url: str, event: bytes, status: int, response: bytes) -> None:
+        line = orjson.dumps(
+            {
+                "time": utcnow().isoformat(),
+                "url": url,
+                "status": status,
+                "response": response[:2048].decode("utf-8", "replace"),
+                "event": event.decode("utf-8", "replace"),
+            }
+        )
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.count += 1
+        log.error(
+            "Fluentd refused an event with HTTP %d; kept it in %s (fix the receiver, then "
+            "re-post the 'event' values from that file)",
+            status,
+            self.path,
+        )
+
+
+def load_credentials(config: Config) -> Credentials:
+    if config.teleport_identity:
+        creds = load_identity_file(config.teleport_identity)
+    else:
+        assert config.teleport_cert and config.teleport_key and config.teleport_ca
+        creds = load_key_pair(config.teleport_cert, config.teleport_key, config.teleport_ca)
+    check_not_expired(creds)
+    return creds
+
+
+def _install_signals(shutdown: Shutdown) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if shutdown.requested and signum == signal.SIGINT:
+            log.warning("second interrupt: exiting now")
+            os._exit(130)
+        log.info("received %s: finishing in-flight requests", signal.Signals(signum).name)
+        shutdown.request()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _progress(pipeline: Pipeline, shutdown: Shutdown) -> None:
+    last, last_time = 0, time.monotonic()
+    while not shutdown.wait(PROGRESS_INTERVAL):
+        now = time.monotonic()
+        sent = pipeline.events_sent
+        log.info(
+            "Event processing: %d events sent in the last %.0fs (%.0f/s), %d in total",
+            sent - last,
+            now - last_time,
+            (sent - last) / max(now - last_time, 1e-9),
+            sent,
+        )
+        last, last_time = sent, now
+
+
+def run(config: Config, shutdown: Shutdown | None = None) -> int:
+    """Run the export until it is stopped; the process exit code."""
+    shutdown = shutdown or Shutdown()
+    if threading.current_thread() is threading.main_thread():
+        _install_signals(shutdown)
+    log.info("teleport-event-handler %s starting", __version__)
+    try:
+        return _run(config, shutdown)
+    except (TeleportError, StateError, SinkError, PipelineFailed) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def _run(config: Config, shutdown: Shutdown) -> int:
+    creds = load_credentials(config)
+    remaining = creds.not_after - utcnow()
+    if remaining < datetime.timedelta(hours=1):
+        log.warning(
+            "%s expires in %s; refresh it before then (tctl auth sign or tbot)",
+            creds.source,
+            str(remaining).split(".")[0],
+        )
+
+    directory = state_dir(config.storage, config.teleport_addr, config.dry_run)
+    state = State(directory)
+    start_time = state.settle_start_time(config.start_time, utcnow())
+    log.info("state in %s; exporting events from %s", directory, start_time.isoformat())
+
+    dead_letters = DeadLetters(directory)
+    sink = FluentdClient(
+        ca=config.fluentd_ca,
+        cert=config.fluentd_cert,
+        key=config.fluentd_key,
+        max_connections=config.fluentd_max_connections,
+        timeout=config.fluentd_timeout,
+        shutdown=shutdown,
+        on_rejected=dead_letters,
+        dry_run=config.dry_run,
+    )
+    client = TeleportClient(config.teleport_addr, creds)
+    pipeline = Pipeline(
+        sink=sink,
+        url=config.fluentd_url,
+        state=state,
+        shutdown=shutdown,
+        batch_size=config.fluentd_batch_size if config.fluentd_array else config.batch,
+        as_array=config.fluentd_array,
+        workers=config.fluentd_max_connections,
+    )
+    try:
+        pong = call_with_retry("Ping", client.ping, client, shutdown)
+        log.info(
+            "connected to Teleport cluster %r (version %s) at %s as %r",
+            pong.ClusterName,
+            pong.ServerVersion,
+            config.teleport_addr,
+            creds.user,
+        )
+        type_filter = TypeFilter(config.types, config.skip_event_types)
+        pipeline.start()
+        threading.Thread(
+            target=_progress, args=(pipeline, shutdown), name="progress", daemon=True
+        ).start()
+        if probe_bulk(client, shutdown):
+            log.info("the cluster serves bulk export: using the per-day chunk engine")
+            engine: BulkEngine | LegacyEngine = BulkEngine(
+                client=client,
+                state=state,
+                pipeline=pipeline,
+                shutdown=shutdown,
+                start_time=start_time,
+                type_filter=type_filter,
+                poll_interval=BULK_POLL_INTERVAL,
+                chunk_concurrency=max(config.concurrency // 4, 3),
+                exit_on_last_event=config.exit_on_last_event,
+            )
+        else:
+            log.info("bulk export is not implemented by this backend: using windowed search")
+            engine = LegacyEngine(
+                client=client,
+                state=state,
+                pipeline=pipeline,
+                shutdown=shutdown,
+                start_time=start_time,
+                window_size=config.window_size,
+                page_size=config.batch,
+                type_filter=type_filter,
+                poll_interval=config.timeout,
+                exit_on_last_event=config.exit_on_last_event,
+            )
+        with contextlib.suppress(Stopped):
+            engine.run()
+        if not shutdown.requested:
+            log.info("caught up with the last event: waiting for Fluentd to acknowledge")
+            pipeline.wait_idle()
+    except BaseException:
+        shutdown.request()  # stop the senders: nothing unacknowledged gets committed
+        raise
+    finally:
+        pipeline.close()
+        shutdown.request()
+        client.close()
+        sink.close()
+        state.close()
+    log.info(
+        "stopped: %d events sent and committed%s",
+        pipeline.events_committed,
+        f", {dead_letters.count} refused events in {dead_letters.path}"
+        if dead_letters.count
+        else "",
+    )
+    return 0

@@ -1,0 +1,316 @@
+"""The two export engines, behind one ``run()``.
+
+* ``BulkEngine``: Teleport's bulk export (``GetEventExportChunks`` +
+  ``ExportUnstructuredEvents``), per UTC day and per chunk with an opaque
+  cursor per chunk; served by Athena-backed clusters and Teleport Cloud.
+* ``LegacyEngine``: ``GetUnstructuredEvents`` paging through time windows with
+  ``start_key``, for backends that answer the bulk calls with UNIMPLEMENTED
+  (DynamoDB, Postgres, Firestore, file).
+
+``probe_bulk`` applies the Go plugin's rule for choosing between them.
+Both engines hand every event to the ``Pipeline`` together with the state
+update that marks it sent; they never write state themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from teleport_event_handler.backoff import Backoff, Shutdown
+from teleport_event_handler.events import TypeFilter, event_type_of, struct_to_json
+from teleport_event_handler.pipeline import Pipeline
+from teleport_event_handler.state import ChunkCursor, LegacyCursor, State
+from teleport_event_handler.teleport import (
+    TeleportClient,
+    TeleportError,
+    explain,
+    is_transient,
+    is_unimplemented,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+UTC = datetime.UTC
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+class Stopped(Exception):
+    """Shutdown was requested while an engine waited."""
+
+
+def call_with_retry(
+    what: str, call: Callable[[], T], client: TeleportClient, shutdown: Shutdown
+) -> T:
+    """Run one Teleport call, retrying transient failures until it works.
+
+    Failures that retries cannot fix (permission denied, bad request) raise
+    TeleportError with the fix; transient ones are logged and retried with the
+    shared backoff, so an Auth outage pauses the export instead of ending it.
+    """
+    backoff = Backoff(base=0.5, cap=30.0)
+    while True:
+        if shutdown.requested:
+            raise Stopped
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if not is_transient(exc):
+                raise explain(exc, client.addr, client.creds) from exc
+            delay = backoff.next_delay()
+            log.warning(
+                "%s failed (%s); retrying in %.1fs",
+                what,
+                explain(exc, client.addr, client.creds),
+                delay,
+            )
+            if shutdown.wait(delay):
+                raise Stopped from exc
+
+
+def probe_bulk(client: TeleportClient, shutdown: Shutdown) -> bool:
+    """True when the cluster serves bulk export (the Go plugin probes now+2 days)."""
+    day = (utcnow() + datetime.timedelta(days=2)).date()
+    try:
+        call_with_retry("probing bulk export", lambda: client.export_chunks(day), client, shutdown)
+    except TeleportError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, grpc.RpcError) and is_unimplemented(cause):
+            return False
+        raise
+    return True
+
+
+def _day(value: datetime.date) -> str:
+    return value.isoformat()
+
+
+class LegacyEngine:
+    """Windows of ``window_size`` from the start time to now, paged by ``start_key``.
+
+    The stored cursor is (window start, key of the page being read, id of the
+    last event sent from it); a restart re-reads that one page and skips
+    through the id. A window is left only when its end lies ``settle`` in the
+    past and its last page is read, so events that reach the backend late are
+    not skipped (Teleport issue #58365).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: TeleportClient,
+        state: State,
+        pipeline: Pipeline,
+        shutdown: Shutdown,
+        start_time: datetime.datetime,
+        window_size: float,
+        page_size: int,
+        type_filter: TypeFilter,
+        poll_interval: float,
+        exit_on_last_event: bool,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.pipeline = pipeline
+        self.shutdown = shutdown
+        self.start_time = start_time
+        self.window = datetime.timedelta(seconds=window_size)
+        self.page_size = page_size
+        self.filter = type_filter
+        self.poll_interval = poll_interval
+        self.settle = datetime.timedelta(seconds=max(2 * poll_interval, 1.0))
+        self.exit_on_last_event = exit_on_last_event
+
+    def run(self) -> None:
+        stored = self.state.legacy_cursor()
+        cursor = stored or LegacyCursor(self.start_time, "", "")
+        window_start, key, last_id = cursor.window_start, cursor.cursor, cursor.last_id
+        server_types = tuple(sorted(self.filter.types))
+        while not self.shutdown.requested:
+            now = utcnow()
+            window_end = window_start + self.window
+            query_end = min(window_end, now)
+            page = call_with_retry(
+                "GetUnstructuredEvents",
+                functools.partial(
+                    self.client.get_events,
+                    window_start,
+                    query_end,
+                    server_types,
+                    self.page_size,
+                    key,
+                ),
+                self.client,
+                self.shutdown,
+            )
+            items = list(page.items)
+            if last_id:
+                for position, item in enumerate(items):
+                    if item.id == last_id:
+                        items = items[position + 1 :]
+                        break
+            for item in items:
+                wanted = self.filter.wants(event_type_of(item))
+                body = struct_to_json(item.unstructured) if wanted else None
+                last_id = item.id
+                self.pipeline.submit(body, LegacyCursor(window_start, key, last_id))
+            if page.last_key:
+                key, last_id = page.last_key, ""
+                continue
+            if window_end <= now - self.settle:
+                window_start, key, last_id = window_end, "", ""
+                self.pipeline.submit(None, LegacyCursor(window_start, key, last_id))
+                continue
+            # Caught up with the present: wait for new events.
+            if self.exit_on_last_event:
+                return
+            self.pipeline.flush()
+            self.shutdown.wait(self.poll_interval)
+
+
+class BulkEngine:
+    """Per-day chunk export with per-chunk cursors and a backlog of past days.
+
+    Chunks of a day are exported ``chunk_concurrency`` at a time. The current
+    day moves on once it is in the past and a poll finds nothing new; the two
+    days before it stay polled for stragglers, as Teleport's exporter does.
+    """
+
+    BACKLOG_DAYS = 2
+
+    def __init__(
+        self,
+        *,
+        client: TeleportClient,
+        state: State,
+        pipeline: Pipeline,
+        shutdown: Shutdown,
+        start_time: datetime.datetime,
+        type_filter: TypeFilter,
+        poll_interval: float,
+        chunk_concurrency: int,
+        exit_on_last_event: bool,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.pipeline = pipeline
+        self.shutdown = shutdown
+        self.start_date = start_time.astimezone(UTC).date()
+        self.filter = type_filter
+        self.poll_interval = poll_interval
+        self.chunk_concurrency = max(1, chunk_concurrency)
+        self.exit_on_last_event = exit_on_last_event
+        # Chunks read to their end by this process (their commit may be pending).
+        self._finished: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def seed_from_legacy(self) -> None:
+        """Continue a legacy export: resume bulk export at the legacy window's day."""
+        legacy = self.state.legacy_cursor()
+        if legacy is not None and not self.state.has_bulk_state():
+            day = max(legacy.window_start.astimezone(UTC).date(), self.start_date)
+            log.info("continuing the legacy export with bulk export from %s", day)
+            self.state.add_date(_day(day))
+
+    def run(self) -> None:
+        self.seed_from_legacy()
+        dates = self.state.dates()
+        current = datetime.date.fromisoformat(dates[-1]) if dates else self.start_date
+        self.state.add_date(_day(current))
+        with concurrent.futures.ThreadPoolExecutor(
+            self.chunk_concurrency, thread_name_prefix="chunk"
+        ) as pool:
+            while not self.shutdown.requested:
+                today = utcnow().date()
+                backlog = [
+                    current - datetime.timedelta(days=n)
+                    for n in range(self.BACKLOG_DAYS, 0, -1)
+                    if current - datetime.timedelta(days=n) >= self.start_date
+                ]
+                found = 0
+                for day in [*backlog, current]:
+                    found += self._export_day(day, pool)
+                if found:
+                    continue  # poll again at once: more may have been sealed meanwhile
+                if current < today:
+                    current += datetime.timedelta(days=1)
+                    self.state.add_date(_day(current))
+                    self.state.forget_dates_before(
+                        _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
+                    )
+                    continue
+                if self.exit_on_last_event:
+                    return
+                self.pipeline.flush()
+                self.shutdown.wait(self.poll_interval)
+
+    def _export_day(self, day: datetime.date, pool: concurrent.futures.Executor) -> int:
+        """Export every chunk of ``day`` not yet sent; the number of chunks exported."""
+        name = _day(day)
+        chunks = call_with_retry(
+            f"GetEventExportChunks {name}",
+            lambda: self.client.export_chunks(day),
+            self.client,
+            self.shutdown,
+        )
+        stored = self.state.chunks(name)
+        with self._lock:
+            finished = self._finished.setdefault(name, set())
+            todo = [
+                chunk
+                for chunk in chunks
+                if chunk not in finished and not (chunk in stored and stored[chunk].done)
+            ]
+        futures = [
+            pool.submit(
+                self._export_chunk, day, chunk, stored[chunk].cursor if chunk in stored else ""
+            )
+            for chunk in todo
+        ]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+        return len(todo)
+
+    def _export_chunk(self, day: datetime.date, chunk: str, cursor: str) -> None:
+        name = _day(day)
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            if self.shutdown.requested:
+                raise Stopped
+            try:
+                for item in self.client.export_events(day, chunk, cursor):
+                    event = item.event
+                    wanted = self.filter.wants(event_type_of(event))
+                    body = struct_to_json(event.unstructured) if wanted else None
+                    cursor = item.cursor
+                    self.pipeline.submit(body, ChunkCursor(name, chunk, cursor))
+                    if self.shutdown.requested:
+                        raise Stopped
+                break
+            except grpc.RpcError as exc:
+                if not is_transient(exc):
+                    raise explain(exc, self.client.addr, self.client.creds) from exc
+                delay = backoff.next_delay()
+                log.warning(
+                    "exporting chunk %s of %s stopped (%s); resuming in %.1fs",
+                    chunk,
+                    name,
+                    explain(exc, self.client.addr, self.client.creds),
+                    delay,
+                )
+                if self.shutdown.wait(delay):
+                    raise Stopped from exc
+        self.pipeline.submit(None, ChunkCursor(name, chunk, cursor, done=True))
+        with self._lock:
+            self._finished.setdefault(name, set()).add(chunk)

@@ -1,0 +1,217 @@
+"""Durable export state: one SQLite database in WAL mode per cluster address.
+
+Layout follows the Go plugin: ``<storage>/<host>_<port>/``, so pointing the
+forwarder at another Auth address starts a fresh export, and dry runs get a
+separate directory of their own. Inside it, ``state.sqlite3`` holds:
+
+* ``kv``: the start time and the legacy engine's (window, cursor, last id);
+* ``dates``: the days the bulk engine has reached;
+* ``chunks``: per (day, chunk) the cursor after the last acknowledged event,
+  and whether the chunk is complete.
+
+Writers never hold a transaction open across network calls: the pipeline
+hands over a batch of updates once the sink acknowledged every earlier
+event, and ``apply`` writes them in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dates (date TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS chunks (
+    date TEXT NOT NULL,
+    chunk TEXT NOT NULL,
+    cursor TEXT NOT NULL DEFAULT '',
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (date, chunk)
+);
+"""
+
+START_TIME = "start_time"
+LEGACY_WINDOW = "legacy.window_time"
+LEGACY_CURSOR = "legacy.cursor"
+LEGACY_ID = "legacy.id"
+
+
+class StateError(Exception):
+    """The state directory cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkCursor:
+    """Progress inside one bulk-export chunk; ``done`` once it was fully sent."""
+
+    date: str
+    chunk: str
+    cursor: str
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyCursor:
+    """Where the legacy engine resumes: window start, page key, last sent id."""
+
+    window_start: datetime.datetime
+    cursor: str
+    last_id: str
+
+
+Update = ChunkCursor | LegacyCursor
+
+
+def state_dir(storage: str, teleport_addr: str, dry_run: bool = False) -> str:
+    """``<storage>/<host>_<port>`` like the Go plugin (a dry run gets its own)."""
+    host, _, port = teleport_addr.rpartition(":")
+    if not host:
+        host, port = teleport_addr, "3025"
+    name = f"{host.strip('[]')}_{port}".replace("/", "_")
+    path = os.path.join(storage, name)
+    if dry_run:
+        path = os.path.join(path, "dry_run", secrets.token_hex(16))
+    return path
+
+
+def _iso(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str) -> datetime.datetime:
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+class State:
+    """The state database. Safe to share between threads."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"storage {directory}: {exc.strerror}; point --storage at a writable directory"
+            ) from exc
+        self.path = os.path.join(directory, "state.sqlite3")
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; after a power loss the
+            # last commits may roll back, which only re-sends (never skips) events.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"state database {self.path}: {exc}; check the disk and permissions, "
+                "or move the file away to start the export again"
+            ) from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- key/value ------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    # -- start time -----------------------------------------------------------
+
+    def settle_start_time(
+        self, wanted: datetime.datetime | None, now: datetime.datetime
+    ) -> datetime.datetime:
+        """Store the start time on the first run; refuse a different one later."""
+        stored = self.get(START_TIME)
+        if stored is None:
+            chosen = (wanted or now).replace(microsecond=0)
+            self.put(START_TIME, _iso(chosen))
+            return chosen
+        current = parse_iso(stored)
+        if wanted is not None and wanted.replace(microsecond=0) != current:
+            raise StateError(
+                f"start-time {_iso(wanted)} differs from {_iso(current)}, where the export in "
+                f"{self.directory} started: you can not change start time in the middle of "
+                f"ingestion; remove the start-time setting, or remove {self.directory} to "
+                "export again from the new start time"
+            )
+        return current
+
+    # -- legacy engine ----------------------------------------------------------
+
+    def legacy_cursor(self) -> LegacyCursor | None:
+        window = self.get(LEGACY_WINDOW)
+        if window is None:
+            return None
+        return LegacyCursor(
+            window_start=datetime.datetime.fromisoformat(window),
+            cursor=self.get(LEGACY_CURSOR) or "",
+            last_id=self.get(LEGACY_ID) or "",
+        )
+
+    # -- bulk engine -------------------------------------------------------------
+
+    def has_bulk_state(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM dates LIMIT 1").fetchone() is not None
+
+    def dates(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT date FROM dates ORDER BY date")]
+
+    def add_date(self, date: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO dates (date) VALUES (?)", (date,))
+
+    def chunks(self, date: str) -> dict[str, ChunkCursor]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT chunk, cursor, done FROM chunks WHERE date = ?", (date,)
+            ).fetchall()
+        return {row[0]: ChunkCursor(date, row[0], row[1], bool(row[2])) for row in rows}
+
+    def forget_dates_before(self, date: str) -> None:
+        """Drop per-chunk rows of days the exporter no longer polls."""
+        with self._lock:
+            self._db.execute("DELETE FROM chunks WHERE date < ?", (date,))
+
+    # -- commits -------------------------------------------------------------------
+
+    def apply(self, updates: Iterable[Update]) -> None:
+        """Write acknowledged progress, all of it or none of it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for update in updates:
+                    if isinstance(update, ChunkCursor):
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO chunks (date, chunk, cursor, done) "
+                            "VALUES (?, ?, ?, ?)",
+                            (update.date, update.chunk, update.cursor, int(update.done)),
+                        )
+                    else:
+                        self._db.executemany(
+                            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                            (
+                                (LEGACY_WINDOW, update.window_start.isoformat()),
+                                (LEGACY_CURSOR, update.cursor),
+                                (LEGACY_ID, update.last_id),
+                            ),
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
