@@ -1,0 +1,197 @@
+"""End to end: sandbox Teleport -> teleport-event-handler -> sandbox Fluentd.
+
+Every test runs the real processes over real mutual TLS and checks what
+reached Fluentd against what Teleport holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from teleport_event_handler.sandbox.stack import Stack
+from teleport_event_handler.sandbox.teleport.corpus import all_events
+
+RUN_TIMEOUT = 600
+
+
+def _uids(records: list[dict[str, Any]]) -> set[str]:
+    return {str(r["uid"]) for r in records}
+
+
+def _out_bytes(stack: Stack) -> int:
+    total = 0
+    for name in os.listdir(stack.out_dir):
+        if name.startswith("audit"):
+            total += os.path.getsize(os.path.join(stack.out_dir, name))
+    return total
+
+
+def _run_to_end(stack: Stack, toml: str, *flags: str) -> None:
+    proc = stack.start_handler(toml, "--exit-on-last-event", *flags)
+    assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {stack.root}/handler.log"
+
+
+def _assert_complete(stack: Stack) -> list[dict[str, Any]]:
+    records = stack.received("audit")
+    expected = stack.teleport_uids()
+    got = _uids(records)
+    missing = expected - got
+    assert not missing, f"{len(missing)} of {len(expected)} events never reached Fluentd"
+    assert got <= expected, f"unknown events at Fluentd: {sorted(got - expected)[:5]}"
+    return records
+
+
+def test_exports_every_event_over_days(big_stack: Stack) -> None:
+    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    _run_to_end(big_stack, toml)
+    records = _assert_complete(big_stack)
+    assert len(records) >= 100_000
+    # Bodies are Teleport's JSON: compare a sample with the events Teleport holds.
+    by_uid = {str(e["uid"]): e for e in all_events(big_stack.teleport_dir)}
+    for record in random.Random(7).sample(records, 200):
+        assert record == by_uid[str(record["uid"])]
+    days = {str(r["time"])[:10] for r in records}
+    assert len(days) >= 3
+
+
+def test_kill_9_at_random_points_loses_nothing(big_stack: Stack) -> None:
+    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    rng = random.Random()
+    approx_total = 102_000 * 600
+    for round_ in range(4):
+        threshold = _out_bytes(big_stack) + rng.uniform(0.05, 0.2) * approx_total
+        proc = big_stack.start_handler(toml)
+        deadline = time.monotonic() + 120
+        while _out_bytes(big_stack) < threshold and proc.poll() is None:
+            assert time.monotonic() < deadline, "no progress before the kill"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        print(f"round {round_}: killed at {_out_bytes(big_stack)} bytes")
+    _run_to_end(big_stack, toml)
+    records = _assert_complete(big_stack)
+    duplicates = len(records) - len(_uids(records))
+    print(f"{duplicates} events re-sent after 4 kills")
+
+
+def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
+    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    proc = big_stack.start_handler(toml)
+    deadline = time.monotonic() + 120
+    while _out_bytes(big_stack) < 5_000_000:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    partial = len(big_stack.received("audit"))
+    _run_to_end(big_stack, toml)
+    records = _assert_complete(big_stack)
+    # A graceful stop commits everything acknowledged: little or nothing is re-sent.
+    assert len(records) - len(_uids(records)) <= 5_000, (partial, len(records))
+
+
+def test_sink_outage_then_recovery_loses_nothing(big_stack: Stack) -> None:
+    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    proc = big_stack.start_handler(toml, "--exit-on-last-event")
+    deadline = time.monotonic() + 120
+    while _out_bytes(big_stack) < 3_000_000:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    big_stack.fluentd_faults(refuse=True)
+    time.sleep(2)
+    big_stack.fluentd_faults(status=503, status_rate=1.0)
+    time.sleep(2)
+    big_stack.fluentd_faults()
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _assert_complete(big_stack)
+
+
+def test_filters_hold(small_stack: Stack) -> None:
+    wanted = ["user.login", "session.start", "exec"]
+    toml = small_stack.handler_toml(
+        start_time=_corpus_start(small_stack),
+        types=",".join(wanted),
+        skip_event_types="exec",
+    )
+    _run_to_end(small_stack, toml)
+    records = small_stack.received("audit")
+    expected = collections.Counter(
+        e["event"] for e in all_events(small_stack.teleport_dir) if e["event"] in wanted[:2]
+    )
+    got = collections.Counter(r["event"] for r in records)
+    assert got == expected and sum(got.values()) > 0
+
+
+def test_changed_start_time_is_refused(small_stack: Stack) -> None:
+    start = _corpus_start(small_stack)
+    _run_to_end(small_stack, small_stack.handler_toml(start_time=start))
+    moved = start.replace(hour=(start.hour + 1) % 24)
+    toml = small_stack.handler_toml(start_time=moved)
+    result = subprocess.run(
+        small_stack.handler_command(toml, "--exit-on-last-event"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "can not change start time" in result.stderr
+    assert small_stack.storage in result.stderr
+
+
+def test_bad_toml_names_the_problem(small_stack: Stack, tmp_path: Any) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('storage = "./s"\n[forward.fluentd\nurl = "x"\n')
+    result = subprocess.run(
+        small_stack.handler_command(str(bad)), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert str(bad) in result.stderr and "line" in result.stderr.lower()
+
+
+def test_expired_identity_names_the_fix(small_stack: Stack) -> None:
+    identity = small_stack.sign_identity(ttl="1s", out=os.path.join(small_stack.root, "short"))
+    time.sleep(2.1)
+    toml = small_stack.handler_toml(teleport__identity=identity)
+    result = subprocess.run(
+        small_stack.handler_command(toml), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "expired" in result.stderr and "tctl auth sign" in result.stderr
+
+
+def test_role_without_event_read_names_the_fix(small_stack: Stack) -> None:
+    role = os.path.join(small_stack.root, "weak.yaml")
+    with open(role, "w") as handle:
+        handle.write(
+            "kind: role\nversion: v7\nmetadata:\n  name: sessions-only\nspec:\n  allow:\n"
+            "    rules:\n      - resources: ['session']\n        verbs: ['list', 'read']\n"
+            "---\nkind: user\nversion: v2\nmetadata:\n  name: weak-handler\nspec:\n"
+            "  roles: ['sessions-only']\n"
+        )
+    small_stack.tctl("create", "-f", role)
+    identity = small_stack.sign_identity(
+        out=os.path.join(small_stack.root, "weak-identity"), user="weak-handler"
+    )
+    toml = small_stack.handler_toml(teleport__identity=identity)
+    result = subprocess.run(
+        small_stack.handler_command(toml), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "denied" in result.stderr and "'event'" in result.stderr
+
+
+def _corpus_start(stack: Stack) -> Any:
+    """Midnight UTC of the corpus's first day."""
+    import datetime
+
+    first = min(str(e["time"]) for e in all_events(stack.teleport_dir))
+    day = datetime.date.fromisoformat(first[:10])
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
