@@ -1,0 +1,112 @@
+"""End-to-end throughput and memory of teleport-event-handler on the sandbox.
+
+    .venv/bin/python bench/throughput.py [--events-per-day N] [--days D]
+
+For each scenario a fresh copy of one sandbox cluster is exported from the
+first event to the last (``--exit-on-last-event``) through the sandbox
+Fluentd over mutual TLS, and the table shows events/s (events at Fluentd
+divided by the handler's wall time, start-up included) and the handler's
+peak RSS (from ``wait4``). Scenarios cover both engines, JSON-array batches
+(the default) and one event per request (the Go plugin's wire form), with and
+without 25 ms of added receiver latency (the latency of Teleport issue #56268).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from teleport_event_handler.sandbox.stack import Stack
+
+
+@dataclass
+class Scenario:
+    name: str
+    mode: str
+    array: bool
+    latency_ms: int = 0
+    max_connections: int | None = None
+
+
+SCENARIOS = [
+    Scenario("bulk, arrays of 200 (default)", "bulk", True),
+    Scenario("legacy, arrays of 200 (default)", "legacy", True),
+    Scenario("bulk, one event per request", "bulk", False),
+    Scenario("legacy, one event per request", "legacy", False),
+    Scenario("bulk, arrays, +25 ms latency", "bulk", True, 25),
+    Scenario("bulk, one per request, +25 ms latency", "bulk", False, 25),
+]
+
+
+def run(template: str, work: str, scenario: Scenario, limit: int | None) -> tuple[int, float, int]:
+    root = os.path.join(work, scenario.name.replace(" ", "_").replace(",", ""))
+    stack = Stack.copy_of(template, root, mode=scenario.mode)
+    fluentd_args = [f"--fault=latency_ms={scenario.latency_ms}"] if scenario.latency_ms else []
+    stack.fluentd_args = fluentd_args
+    stack.start_teleport()
+    stack.start_fluentd()
+    try:
+        overrides: dict[str, object] = {
+            "start_time": _first_day(stack),
+            "fluentd__array": scenario.array,
+        }
+        if scenario.max_connections:
+            overrides["fluentd__max_connections"] = scenario.max_connections
+        toml = stack.handler_toml(**overrides)
+        started = time.monotonic()
+        proc = stack.start_handler(toml, "--exit-on-last-event")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"{scenario.name}: handler exited {proc.returncode}; see {root}")
+        received = len(stack.received("audit"))
+        return received, elapsed, usage.ru_maxrss // 1024
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _first_day(stack: Stack) -> object:
+    import datetime
+
+    from teleport_event_handler.sandbox.teleport.corpus import all_events
+
+    first = min(str(e["time"]) for e in all_events(stack.teleport_dir))
+    day = datetime.date.fromisoformat(first[:10])
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--events-per-day", type=int, default=20_000)
+    parser.add_argument("--only", help="run the scenarios whose name contains this text")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="teh-bench-")
+    try:
+        template = os.path.join(work, "template")
+        print(f"preparing {args.days} days x {args.events_per_day} events ...", file=sys.stderr)
+        Stack(root=template, days=args.days, events_per_day=args.events_per_day).init()
+        print(f"{'scenario':<40}{'events':>9}{'seconds':>9}{'events/s':>10}{'peak RSS MiB':>14}")
+        for scenario in SCENARIOS:
+            if args.only and args.only not in scenario.name:
+                continue
+            received, elapsed, rss = run(template, work, scenario, None)
+            print(
+                f"{scenario.name:<40}{received:>9}{elapsed:>9.1f}"
+                f"{received / elapsed:>10,.0f}{rss:>14}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
