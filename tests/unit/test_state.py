@@ -1,0 +1,82 @@
+"""Durable state: layout, start-time rule, atomic commits, reopen after a crash."""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from teleport_event_handler.state import (
+    ChunkCursor,
+    LegacyCursor,
+    State,
+    StateError,
+    state_dir,
+)
+
+UTC = datetime.UTC
+
+
+def test_state_dir_follows_the_go_layout(tmp_path: Path) -> None:
+    assert state_dir("/s", "teleport.example.com:3025") == "/s/teleport.example.com_3025"
+    assert state_dir("/s", "auth") == "/s/auth_3025"
+    dry = state_dir("/s", "a:1", dry_run=True)
+    assert dry.startswith("/s/a_1/dry_run/") and len(os.path.basename(dry)) == 32
+
+
+def test_start_time_is_stored_once_and_cannot_change(tmp_path: Path) -> None:
+    state = State(str(tmp_path / "st"))
+    now = datetime.datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+    first = state.settle_start_time(None, now)
+    assert first == now.replace(microsecond=0)
+    assert state.settle_start_time(None, now + datetime.timedelta(days=1)) == first
+    assert state.settle_start_time(first, now) == first
+    with pytest.raises(StateError, match="can not change start time") as err:
+        state.settle_start_time(first + datetime.timedelta(hours=1), now)
+    assert str(tmp_path / "st") in str(err.value)
+
+
+def test_commits_are_all_or_nothing_and_survive_reopen(tmp_path: Path) -> None:
+    state = State(str(tmp_path / "st"))
+    window = datetime.datetime(2026, 11, 25, tzinfo=UTC)
+    state.add_date("2026-11-25")
+    state.apply([ChunkCursor("2026-11-25", "c1", "k5"), LegacyCursor(window, "key", "id9")])
+
+    class Boom(Exception):
+        pass
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield ChunkCursor("2026-11-25", "c1", "k9")
+        raise Boom
+
+    with pytest.raises(Boom):
+        state.apply(failing())
+    state.close()
+    reopened = State(str(tmp_path / "st"))
+    assert reopened.chunks("2026-11-25") == {"c1": ChunkCursor("2026-11-25", "c1", "k5")}
+    assert reopened.legacy_cursor() == LegacyCursor(window, "key", "id9")
+    assert reopened.dates() == ["2026-11-25"] and reopened.has_bulk_state()
+
+
+def _commit_then_die(path: str) -> None:
+    state = State(path)
+    state.apply([ChunkCursor("2026-11-26", "c", "after-ack", done=True)])
+    os._exit(0)  # no close, like kill -9 right after the commit
+
+
+def test_committed_progress_survives_an_abrupt_exit(tmp_path: Path) -> None:
+    path = str(tmp_path / "st")
+    proc = multiprocessing.get_context("fork").Process(target=_commit_then_die, args=(path,))
+    proc.start()
+    proc.join(30)
+    assert State(path).chunks("2026-11-26")["c"].done
+
+
+def test_unwritable_storage_names_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="--storage"):
+        State(str(blocker / "sub"))
