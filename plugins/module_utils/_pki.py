@@ -13,6 +13,7 @@ host without the library) gets a clear message instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -46,9 +47,11 @@ __all__ = [
     "cert_usage",
     "generate_private_key",
     "is_signed_by",
+    "iso_utc",
     "issue_ca",
     "issue_leaf",
     "key_matches_cert",
+    "key_type_of",
     "load_certificate",
     "load_certificates",
     "load_private_key",
@@ -56,6 +59,7 @@ __all__ = [
     "private_key_pem",
     "public_key_fingerprint",
     "random_passphrase",
+    "subject_names",
     "utcnow",
     "write_file_atomic",
 ]
@@ -88,8 +92,8 @@ class CertInfo(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         out = self._asdict()
-        out["not_before"] = _iso(self.not_before)
-        out["not_after"] = _iso(self.not_after)
+        out["not_before"] = iso_utc(self.not_before)
+        out["not_after"] = iso_utc(self.not_after)
         out["dns_names"] = list(self.dns_names)
         out["ip_addresses"] = list(self.ip_addresses)
         return out
@@ -117,7 +121,8 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _iso(value: datetime.datetime) -> str:
+def iso_utc(value: datetime.datetime) -> str:
+    """RFC 3339 in UTC, to the second: how the modules report expiry."""
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -167,7 +172,9 @@ def private_key_pem(key: Any, passphrase: str | bytes | None = None) -> bytes:
     return data
 
 
-def load_private_key(data: bytes, passphrase: str | bytes | None = None, source: str = "key") -> Any:
+def load_private_key(
+    data: bytes, passphrase: str | bytes | None = None, source: str = "key"
+) -> Any:
     _require()
     secret = passphrase.encode() if isinstance(passphrase, str) else passphrase
     try:
@@ -318,7 +325,7 @@ def issue_leaf(
 
 
 def cert_usage(cert: Any) -> str:
-    """"server", "client", "server,client", "ca" or "" from the certificate's extensions."""
+    """ "server", "client", "server,client", "ca" or "" from the certificate's extensions."""
     _require()
     try:
         if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
@@ -358,6 +365,18 @@ def cert_info(cert: Any) -> CertInfo:
         is_ca=usage == "ca",
         sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
     )
+
+
+def subject_names(cert: Any) -> tuple[str, tuple[str, ...]]:
+    """The subject's common name and organizations, in order.
+
+    Teleport puts the username in CN and the user's roles at signing time in
+    the repeated O attribute, so this is "who and with which roles".
+    """
+    _require()
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return (str(common[0].value) if common else "", tuple(str(org.value) for org in orgs))
 
 
 def is_signed_by(cert: Any, ca_cert: Any) -> bool:
@@ -476,8 +495,6 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

@@ -1,0 +1,276 @@
+# Copyright: the teleport-event-handler authors
+# Apache License 2.0 (see LICENSE)
+"""The one seam between the modules and Teleport's ``tctl``.
+
+Every tctl call of the collection goes through :class:`TctlRunner`: it puts
+the connection flags (``--config``, ``--auth-server``, ``--identity``) in
+front of the sub-command, runs it with ``LC_ALL=C`` so that error text is
+stable, and turns a failure into a :class:`TctlError` whose message says what
+to fix. The runner only knows a ``run(argv, stdin) -> (rc, stdout, stderr)``
+callable, so the unit tests replay recorded tctl calls through the very same
+code the modules use.
+
+Resource documents travel as JSON on stdin, never on the command line, so a
+connector read with ``--with-secrets`` never shows up in a process listing,
+a log or a temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "TCTL_ARGUMENT_SPEC",
+    "RunFunc",
+    "TctlError",
+    "TctlRunner",
+    "runner_from_module",
+]
+
+RunFunc = Callable[[List[str], Optional[str]], Tuple[int, str, str]]
+
+# The connection options every tctl module takes (documented once, in the
+# doc fragment teleport.event_handler.tctl).
+TCTL_ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
+    "tctl_path": {"type": "str", "default": "tctl"},
+    "auth_server": {"type": "str"},
+    "identity_file": {"type": "path"},
+    "tctl_config": {"type": "path"},
+}
+
+_LOGIN_HINT = (
+    "tctl is not logged in to a Teleport cluster: run 'tsh login' as a user with admin rights, "
+    "or set identity_file (an identity signed for such a user) with auth_server, "
+    "or set tctl_config to teleport.yaml when running on the Auth Service host"
+)
+
+# (pattern on stderr, kind of failure); the first match wins. Real tctl and
+# the sandbox both print "ERROR: ..." on stderr and exit 1.
+_FAILURES = (
+    (
+        re.compile(
+            r"not logged in|tsh login|no credentials|failed to load (client )?credentials"
+            r"|please log ?in|profile .*not found",
+            re.I,
+        ),
+        "login",
+    ),
+    (re.compile(r"expired", re.I), "expired"),
+    (re.compile(r"access denied|permission denied|not authorized|unauthorized", re.I), "denied"),
+    (
+        re.compile(
+            r"not a supported resource|unsupported resource|unknown resource|"
+            r"unsupported kind|unknown kind",
+            re.I,
+        ),
+        "kind",
+    ),
+    (re.compile(r"already exists", re.I), "exists"),
+    (re.compile(r"is not found|not found|does not exist|doesn't exist", re.I), "missing"),
+    (
+        re.compile(
+            r"connection refused|deadline exceeded|no such host|dial tcp|"
+            r"failed to connect|unavailable",
+            re.I,
+        ),
+        "unreachable",
+    ),
+)
+
+
+class TctlError(Exception):
+    """A tctl call that failed; ``message`` says what to fix."""
+
+    def __init__(self, message: str, kind: str = "failed", rc: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.rc = rc
+
+
+def _first_error_line(stderr: str) -> str:
+    """The most telling line of tctl's stderr, without its "ERROR:" prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.upper().startswith("ERROR:"):
+            return line[len("ERROR:") :].strip()
+    return lines[-1] if lines else "no error output"
+
+
+class TctlRunner:
+    """Runs tctl sub-commands with the connection flags of one module call."""
+
+    def __init__(
+        self,
+        run: RunFunc,
+        binary: str = "tctl",
+        auth_server: Optional[str] = None,
+        identity_file: Optional[str] = None,
+        config: Optional[str] = None,
+    ) -> None:
+        self._run = run
+        self.binary = binary
+        self.auth_server = auth_server
+        self.identity_file = identity_file
+        self.config = config
+
+    def argv(self, args: Sequence[str]) -> List[str]:
+        """The full command line: binary, connection flags, then the sub-command."""
+        argv = [self.binary]
+        if self.config:
+            argv.append("--config=" + self.config)
+        if self.auth_server:
+            argv.append("--auth-server=" + self.auth_server)
+        if self.identity_file:
+            argv.append("--identity=" + self.identity_file)
+        argv.extend(args)
+        return argv
+
+    def call(self, args: Sequence[str], stdin: Optional[str] = None, what: str = "") -> str:
+        """Run ``tctl ARGS``; return stdout or raise a :class:`TctlError` that explains."""
+        argv = self.argv(args)
+        rc, out, err = self._run(argv, stdin)
+        if rc == 0:
+            return out
+        raise self._explain(args, rc, err, what)
+
+    def _explain(self, args: Sequence[str], rc: int, stderr: str, what: str) -> TctlError:
+        detail = _first_error_line(stderr)
+        command = "tctl " + " ".join(args)
+        kind = "failed"
+        for pattern, name in _FAILURES:
+            if pattern.search(stderr):
+                kind = name
+                break
+        target = what or (args[1] if len(args) > 1 else "the resource")
+        if kind == "login":
+            message = f"{command}: {detail}. {_LOGIN_HINT}"
+        elif kind == "expired":
+            where = f"identity_file {self.identity_file}" if self.identity_file else "tctl's login"
+            message = (
+                f"{command}: {detail}. The credentials of {where} have expired: "
+                "renew them (tsh login, or sign a new identity) and run again"
+            )
+        elif kind == "denied":
+            message = (
+                f"{command}: {detail}. The identity tctl uses may not do this to {target}: "
+                "give its user a role that allows it (for example the preset 'editor' role), "
+                "or point identity_file/tctl_config at an identity that has one"
+            )
+        elif kind == "kind":
+            message = (
+                f"{command}: {detail}. Check the resource kind (e.g. role, user, bot, github, "
+                "saml, oidc, lock); 'tctl get --help' lists the kinds this tctl knows"
+            )
+        elif kind == "unreachable":
+            address = self.auth_server or "the default address"
+            message = (
+                f"{command}: {detail}. tctl cannot reach the Auth Service at {address}: "
+                "check auth_server and that Teleport is running"
+            )
+        elif kind in ("missing", "exists"):
+            message = f"{command}: {detail}"
+        else:
+            message = f"{command} failed with exit code {rc}: {detail}"
+        return TctlError(message, kind=kind, rc=rc)
+
+    # --- the sub-commands the modules use -----------------------------------
+
+    def get(self, kind: str, name: str, with_secrets: bool = False) -> Optional[Dict[str, Any]]:
+        """The resource ``kind/name`` as tctl's JSON shows it, or None if there is none."""
+        args = ["get", f"{kind}/{name}", "--format=json"]
+        if with_secrets:
+            args.append("--with-secrets")
+        try:
+            out = self.call(args, what=f"{kind}/{name}")
+        except TctlError as exc:
+            if exc.kind == "missing":
+                return None
+            raise
+        try:
+            data = json.loads(out) if out.strip() else []
+        except ValueError:
+            # Never echo the output: with --with-secrets it holds private keys.
+            raise TctlError(
+                f"tctl get {kind}/{name}: the output is not JSON; "
+                "is tctl_path really Teleport's tctl?"
+            ) from None
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list):
+            raise TctlError(f"tctl get {kind}/{name}: expected a JSON list of resources")
+        for doc in data:
+            if isinstance(doc, dict) and (doc.get("metadata") or {}).get("name") == name:
+                return doc
+        return None
+
+    def create(self, document: Dict[str, Any], force: bool) -> str:
+        """``tctl create [-f]`` with the document as JSON on stdin."""
+        args = ["create"]
+        if force:
+            args.append("-f")
+        meta = document.get("metadata") or {}
+        what = f"{document.get('kind')}/{meta.get('name')}"
+        return self.call(args, stdin=json.dumps(document), what=what)
+
+    def delete(self, kind: str, name: str) -> str:
+        return self.call(["rm", f"{kind}/{name}"], what=f"{kind}/{name}")
+
+    def users_set_roles(self, user: str, roles: Sequence[str]) -> str:
+        return self.call(
+            ["users", "update", user, "--set-roles", ",".join(roles)], what=f"user/{user}"
+        )
+
+    def bots_add_roles(self, bot: str, roles: Sequence[str]) -> str:
+        return self.call(["bots", "update", bot, "--add-roles", ",".join(roles)], what=f"bot/{bot}")
+
+    def bots_set_roles(self, bot: str, roles: Sequence[str]) -> str:
+        return self.call(["bots", "update", bot, "--set-roles", ",".join(roles)], what=f"bot/{bot}")
+
+    def auth_sign(self, user: str, out: str, ttl: str, fmt: str = "file") -> str:
+        return self.call(
+            ["auth", "sign", f"--user={user}", f"--format={fmt}", f"--out={out}", f"--ttl={ttl}"],
+            what=f"user/{user}",
+        )
+
+
+def runner_from_module(module: Any) -> TctlRunner:
+    """A runner for an AnsibleModule whose argument spec includes ``TCTL_ARGUMENT_SPEC``."""
+    params = module.params
+    binary = params["tctl_path"] or "tctl"
+    if os.sep in binary:
+        resolved = binary if os.access(binary, os.X_OK) else None
+    else:
+        resolved = module.get_bin_path(binary)
+    if not resolved:
+        raise TctlError(
+            f"tctl_path: cannot run {binary!r}: install Teleport's tctl on this host "
+            "or set tctl_path to its full path",
+            kind="binary",
+        )
+    for option in ("identity_file", "tctl_config"):
+        path = params.get(option)
+        if path and not os.path.isfile(path):
+            raise TctlError(f"{option}: {path} does not exist; fix the path", kind="option")
+
+    def run(argv: List[str], stdin: Optional[str]) -> Tuple[int, str, str]:
+        rc, out, err = module.run_command(
+            argv,
+            data=stdin,
+            binary_data=True,
+            check_rc=False,
+            expand_user_and_vars=False,
+            environ_update={"LC_ALL": "C", "LANG": "C"},
+        )
+        return rc, out, err
+
+    return TctlRunner(
+        run,
+        binary=resolved,
+        auth_server=params.get("auth_server"),
+        identity_file=params.get("identity_file"),
+        config=params.get("tctl_config"),
+    )
