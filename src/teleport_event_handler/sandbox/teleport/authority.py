@@ -48,13 +48,18 @@ __all__ = [
     "DEFAULT_CLUSTER_NAME",
     "PeerIdentity",
     "ca_pin",
+    "cert_roles",
     "cluster_name",
+    "cluster_name_from_config",
+    "data_dir_from_config",
     "host_ca_pem",
     "init_authority",
     "issue_identity",
     "load_identity",
     "peer_identity",
     "server_credentials",
+    "ssh_host_ca_line",
+    "ssh_user_ca_line",
     "user_ca_pem",
 ]
 
@@ -253,10 +258,27 @@ def _ssh_public_line(key: Any) -> bytes:
     return data
 
 
+def ssh_host_ca_line(data_dir: str) -> bytes:
+    """The known_hosts line trusting the SSH host CA, as Teleport writes it."""
+    paths = _Paths(data_dir)
+    name = cluster_name(paths.data_dir)
+    key = _ssh_public_line(_ssh_ca_key(paths.ssh_host_ca_key))
+    return b"@cert-authority " + f"{name},*.{name} ".encode() + key + b" type=host"
+
+
+def ssh_user_ca_line(data_dir: str) -> bytes:
+    """The authorized_keys line trusting the SSH user CA (``tctl auth export --type=user``)."""
+    paths = _Paths(data_dir)
+    name = cluster_name(paths.data_dir)
+    key = _ssh_public_line(_ssh_ca_key(paths.ssh_user_ca_key))
+    return b"cert-authority " + key + f" clustername={name}&type=user".encode()
+
+
 # --- identities -----------------------------------------------------------------
 
 
-def _cert_roles(store: ResourceStore, user: str) -> tuple[str, ...]:
+def cert_roles(store: ResourceStore, user: str) -> tuple[str, ...]:
+    """The roles a certificate issued for ``user`` now carries; ``NotFound`` if no such user."""
     doc = store.get("user", user)
     if doc is None:
         raise NotFound(f'user "{user}" is not found')
@@ -322,8 +344,7 @@ def issue_identity(
         raise BadParameter(f"ttl must be positive, got {ttl}")
     paths = _Paths(data_dir)
     store = ResourceStore(paths.data_dir)
-    roles = _cert_roles(store, user)
-    name = cluster_name(paths.data_dir)
+    roles = cert_roles(store, user)
     user_ca = pki.load_certificate(_read(paths.user_ca_crt), paths.user_ca_crt)
     user_ca_key = pki.load_private_key(_read(paths.user_ca_key), source=paths.user_ca_key)
     host_ca = _read(paths.host_ca_crt)
@@ -351,12 +372,7 @@ def issue_identity(
         pki.write_file_atomic(out + ".cas", host_ca, mode=0o600)
         return not_after
     ssh_cert = _ssh_certificate(paths, key.public_key(), user, roles, start, not_after)
-    host_line = (
-        b"@cert-authority "
-        + f"{name},*.{name} ".encode()
-        + _ssh_public_line(_ssh_ca_key(paths.ssh_host_ca_key))
-        + b" type=host"
-    )
+    host_line = ssh_host_ca_line(paths.data_dir)
     parts = pki.IdentityParts(
         private_key_pem=key_pem,
         ssh_cert=ssh_cert,

@@ -1,0 +1,422 @@
+"""``sandbox-tctl`` run as a real subprocess against a real sandbox data directory."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from teleport_event_handler import pki
+from teleport_event_handler.sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
+
+TCTL = str(Path(sys.executable).with_name("sandbox-tctl"))
+
+GUIDE_ROLE_AND_USER = """\
+kind: role
+metadata:
+  name: teleport-event-handler
+spec:
+  allow:
+    rules:
+      - resources: ['event', 'session']
+        verbs: ['list','read']
+version: v5
+---
+kind: user
+metadata:
+  name: teleport-event-handler
+spec:
+  roles: ['teleport-event-handler']
+version: v2
+"""
+
+
+class Tctl:
+    """Runs sandbox-tctl with a clean environment (no inherited sandbox variable)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.config = os.path.join(data_dir, "teleport.yaml")
+
+    def raw(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
+        clean.update(env or {})
+        return subprocess.run(
+            [TCTL, *args], input=stdin, capture_output=True, text=True, env=clean, timeout=60
+        )
+
+    def admin(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.raw("-c", self.config, *args, stdin=stdin)
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        result = self.admin(*args, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def fails(self, *args: str, stdin: str | None = None) -> str:
+        result = self.admin(*args, stdin=stdin)
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        assert result.stderr.startswith("ERROR: "), result.stderr
+        return result.stderr
+
+    def as_identity(
+        self, identity: str, *args: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.raw("-c", self.config, "-i", identity, *args, stdin=stdin)
+
+
+@pytest.fixture(scope="module")
+def tctl(tmp_path_factory: pytest.TempPathFactory) -> Tctl:
+    data_dir = str(tmp_path_factory.mktemp("tctl") / "cluster")
+    authority.init_authority(data_dir, "tctl.example.com")
+    return Tctl(data_dir)
+
+
+def test_console_script_exists() -> None:
+    assert os.access(TCTL, os.X_OK), f"{TCTL} missing: run .venv/bin/pip install -e ."
+
+
+def test_version_and_status(tctl: Tctl) -> None:
+    version = tctl.raw("version")
+    assert version.returncode == 0
+    assert version.stdout.startswith(f"Teleport v{TELEPORT_VERSION} ")
+    status = tctl.ok("status")
+    assert "Cluster: tctl.example.com\n" in status
+    assert f"Version: {TELEPORT_VERSION}\n" in status
+    assert f"CA pin:  {authority.ca_pin(tctl.data_dir)}\n" in status
+    assert authority.ca_pin(tctl.data_dir).startswith("sha256:")
+
+
+def test_not_logged_in(tctl: Tctl, tmp_path: Path) -> None:
+    result = tctl.raw("get", "roles")
+    assert result.returncode == 1
+    assert result.stderr.startswith("ERROR: not logged in")
+    assert "--identity" in result.stderr and "-c/--config" in result.stderr
+    assert result.stdout == ""
+    lost = tctl.raw("-i", str(tmp_path / "identity"), "get", "roles")
+    assert lost.returncode == 1
+    assert f"set {DATA_DIR_ENV}" in lost.stderr
+    missing = tctl.raw("-c", str(tmp_path / "nope.yaml"), "get", "roles")
+    assert missing.returncode == 1
+    assert "nope.yaml" in missing.stderr
+    # The environment variable names the cluster like -c does (local admin).
+    via_env = tctl.raw("get", "role/editor", env={DATA_DIR_ENV: tctl.data_dir})
+    assert via_env.returncode == 0, via_env.stderr
+
+
+def test_usage_errors_exit_1(tctl: Tctl) -> None:
+    assert tctl.fails("frobnicate")
+    assert "expected format is type/name" in tctl.fails("rm", "role")
+    assert 'unsupported resource: "widgets"' in tctl.fails("get", "widgets")
+    assert "please use --roles" in tctl.fails("users", "add", "nobody-roles")
+
+
+def test_role_lifecycle(tctl: Tctl, tmp_path: Path) -> None:
+    path = tmp_path / "role.yaml"
+    path.write_text(
+        "kind: role\nversion: v7\nmetadata:\n  name: lifecycle\nspec:\n  allow:\n"
+        "    rules:\n    - resources: [event]\n      verbs: [list]\n"
+    )
+    assert tctl.ok("create", str(path)) == 'role "lifecycle" has been created\n'
+    assert tctl.fails("create", str(path)) == 'ERROR: role "lifecycle" already exists\n'
+    assert tctl.ok("create", "-f", str(path)) == 'role "lifecycle" has been updated\n'
+
+    docs = json.loads(tctl.ok("get", "role/lifecycle", "--format=json"))
+    assert isinstance(docs, list) and len(docs) == 1
+    role = docs[0]
+    assert role["kind"] == "role" and role["version"] == "v7"
+    assert role["spec"]["allow"]["rules"] == [{"resources": ["event"], "verbs": ["list"]}]
+    assert role["spec"]["options"]["max_session_ttl"] == "30h0m0s"
+    assert role["spec"]["deny"] == {}
+    assert role["metadata"]["revision"]
+
+    from_yaml = list(yaml.safe_load_all(tctl.ok("get", "role/lifecycle")))
+    assert from_yaml == docs
+    every = list(yaml.safe_load_all(tctl.ok("get", "roles")))
+    assert {"access", "editor", "auditor", "lifecycle"} <= {d["metadata"]["name"] for d in every}
+    text = tctl.ok("get", "roles", "--format=text")
+    assert text.splitlines()[0].split()[0] == "Role"
+    assert any(line.startswith("lifecycle") and "event:list" in line for line in text.splitlines())
+
+    assert tctl.ok("rm", "role/lifecycle") == 'role "lifecycle" has been deleted\n'
+    assert tctl.fails("get", "role/lifecycle") == 'ERROR: role "lifecycle" is not found\n'
+    assert tctl.fails("rm", "role/lifecycle") == 'ERROR: role "lifecycle" is not found\n'
+    assert json.loads(tctl.ok("get", "locks", "--format=json")) == []
+
+
+def test_create_from_stdin_multi_document_and_json_round_trip(tctl: Tctl, tmp_path: Path) -> None:
+    out = tctl.ok("create", "-f", "-", stdin=GUIDE_ROLE_AND_USER)
+    assert out.splitlines() == [
+        'role "teleport-event-handler" has been created',
+        'user "teleport-event-handler" has been created',
+    ]
+    user = json.loads(tctl.ok("get", "user/teleport-event-handler", "--format=json"))[0]
+    assert user["spec"]["roles"] == ["teleport-event-handler"]
+    assert user["spec"]["created_by"]["user"]["name"]
+    # What `get --format=json` prints can be fed back to `create -f`.
+    dump = tmp_path / "dump.json"
+    dump.write_text(tctl.ok("get", "role/teleport-event-handler", "--format=json"))
+    assert tctl.ok("create", "-f", str(dump)) == 'role "teleport-event-handler" has been updated\n'
+    assert "no resources found" in tctl.fails("create", "-", stdin="")
+    assert 'creating resources of type "node"' in tctl.fails(
+        "create", "-", stdin="kind: node\nmetadata: {name: n}\n"
+    )
+
+
+def test_connector_secrets(tctl: Tctl) -> None:
+    docs = (
+        "kind: saml\nversion: v2\nmetadata: {name: okta}\nspec:\n"
+        "  signing_key_pair: {private_key: SECRET-KEY, cert: PUBLIC-CERT}\n"
+        "---\nkind: github\nversion: v3\nmetadata: {name: gh}\n"
+        "spec: {client_id: ID, client_secret: SECRET-GH}\n"
+    )
+    assert tctl.ok("create", "-", stdin=docs).splitlines() == [
+        'authentication connector "okta" has been created',
+        'authentication connector "gh" has been created',
+    ]
+    shown = tctl.ok("get", "saml/okta")
+    assert "SECRET-KEY" not in shown and "PUBLIC-CERT" in shown
+    assert "SECRET-KEY" in tctl.ok("get", "saml/okta", "--with-secrets")
+    github = json.loads(tctl.ok("get", "github", "--format=json"))
+    assert github[0]["spec"] == {"client_id": "ID"}
+    assert "SECRET-GH" in tctl.ok("get", "github/gh", "--with-secrets", "--format=json")
+    assert tctl.ok("rm", "saml/okta") == 'SAML connector "okta" has been deleted\n'
+
+
+def test_users_commands(tctl: Tctl) -> None:
+    assert tctl.fails("users", "add", "bob", "--roles=nope") == 'ERROR: role "nope" is not found\n'
+    out = tctl.ok("users", "add", "bob", "--roles=access,auditor", "--logins=root")
+    assert out.startswith('User "bob" has been created but requires a password.')
+    assert "link is valid for 1h:" in out
+    dup = tctl.admin("users", "add", "bob", "--roles=access")
+    assert dup.returncode == 1
+    assert dup.stderr == 'ERROR: user "bob" already exists\n'
+    assert "tctl users update bob --set-roles access" in dup.stdout
+
+    listing = tctl.ok("users", "ls").splitlines()
+    assert listing[0].split() == ["User", "Roles"]
+    assert any(line.split() == ["bob", "access,auditor"] for line in listing)
+    users = json.loads(tctl.ok("users", "ls", "--format=json"))
+    bob = next(u for u in users if u["metadata"]["name"] == "bob")
+    assert bob["spec"]["traits"]["logins"] == ["root"]
+
+    out = tctl.ok("users", "update", "bob", "--set-roles", "editor,auditor")
+    assert out == "User bob has been updated:\n\tNew roles: editor,auditor\n"
+    bob = json.loads(tctl.ok("get", "user/bob", "--format=json"))[0]
+    assert bob["spec"]["roles"] == ["editor", "auditor"]
+    assert "Nothing to update" in tctl.fails("users", "update", "bob")
+    assert tctl.fails("users", "update", "ghost", "--set-roles", "access") == (
+        'ERROR: user "ghost" is not found\n'
+    )
+    assert tctl.ok("users", "rm", "bob") == 'User "bob" has been deleted\n'
+    assert tctl.fails("users", "rm", "bob") == 'ERROR: user "bob" is not found\n'
+
+
+def test_bots_commands(tctl: Tctl) -> None:
+    out = tctl.ok("bots", "add", "exporter", "--roles=auditor")
+    assert out.startswith("The bot token: ")
+    token = out.split()[3]
+    tokens = json.loads(tctl.ok("get", f"token/{token}", "--format=json"))
+    assert tokens[0]["spec"]["bot_name"] == "exporter"
+    assert 'bot "exporter" already exists' in tctl.fails(
+        "bots", "add", "exporter", "--roles=auditor"
+    )
+
+    update = tctl.admin("bots", "update", "exporter", "--add-roles", "access")
+    assert update.returncode == 0, update.stderr
+    assert "Bot has been updated" in update.stderr
+    bot = json.loads(tctl.ok("get", "bot/exporter", "--format=json"))[0]
+    assert sorted(bot["spec"]["roles"]) == ["access", "auditor"]  # existing roles kept
+    again = tctl.admin("bots", "update", "exporter", "--add-roles", "access")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert 'role "nope" is not found' in tctl.fails(
+        "bots", "update", "exporter", "--add-roles", "nope"
+    )
+
+    listing = tctl.ok("bots", "ls").splitlines()
+    assert listing[0].split() == ["Bot", "User", "Roles"]
+    assert any(line.split() == ["exporter", "bot-exporter", "access,auditor"] for line in listing)
+    assert json.loads(tctl.ok("bots", "ls", "--format=json"))[0]["metadata"]["name"] == "exporter"
+    assert tctl.ok("bots", "rm", "exporter") == 'Bot "exporter" deleted successfully.\n'
+    assert tctl.ok("bots", "ls") == "No bots found\n"
+
+
+def test_auth_sign_writes_a_cluster_identity(tctl: Tctl, tmp_path: Path) -> None:
+    tctl.ok("create", "-f", "-", stdin=GUIDE_ROLE_AND_USER)
+    out = str(tmp_path / "identity")
+    args = ("auth", "sign", "--user=teleport-event-handler", f"--out={out}", "--ttl=8760h")
+    assert tctl.ok(*args) == f"\nThe credentials have been written to {out}\n"
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+
+    parts = pki.parse_identity_file(Path(out).read_bytes(), out)
+    tls = pki.load_certificate(parts.tls_cert_pem)
+    user_ca = pki.load_certificate(authority.user_ca_pem(tctl.data_dir))
+    assert pki.is_signed_by(tls, user_ca)
+    lifetime = tls.not_valid_after_utc - pki.utcnow()
+    assert datetime.timedelta(hours=8759) < lifetime <= datetime.timedelta(hours=8760)
+    assert parts.ssh_cert and parts.ssh_ca_lines
+    server = pki.load_certificate(authority.server_credentials(tctl.data_dir)[1])
+    assert [pki.is_signed_by(server, pki.load_certificate(ca)) for ca in parts.tls_ca_pems] == [
+        True
+    ]
+    exported = tctl.ok("auth", "export", "--type=tls-host")
+    assert exported.encode() == parts.tls_ca_pems[0] == authority.host_ca_pem(tctl.data_dir)
+
+    before = Path(out).read_bytes()
+    refused = tctl.fails(*args)
+    assert refused.startswith(f"ERROR: not overwriting destination files {out}")
+    assert Path(out).read_bytes() == before
+    tctl.ok(*args, "--overwrite")
+    assert Path(out).read_bytes() != before
+
+    tls_out = str(tmp_path / "tls")
+    written = tctl.ok(
+        "auth", "sign", "--user=teleport-event-handler", "--format=tls", "-o", tls_out
+    )
+    assert written.strip().endswith(f"{tls_out}.key, {tls_out}.crt, {tls_out}.cas")
+    cert = pki.load_certificate(Path(tls_out + ".crt").read_bytes())
+    lifetime = cert.not_valid_after_utc - pki.utcnow()
+    assert datetime.timedelta(hours=11, minutes=59) < lifetime <= datetime.timedelta(hours=12)
+
+    assert tctl.fails("auth", "sign", "--user=ghost", f"--out={tmp_path / 'g'}") == (
+        'ERROR: user "ghost" is not found\n'
+    )
+    assert "invalid duration" in tctl.fails(*args[:-1], "--ttl=12 hours", "--overwrite")
+
+
+def _identity(tctl: Tctl, tmp_path: Path, user: str, roles: str) -> str:
+    tctl.admin("users", "rm", user)
+    tctl.ok("users", "add", user, f"--roles={roles}")
+    cluster = os.path.basename(os.path.dirname(tctl.data_dir))
+    path = str(tmp_path / f"{cluster}-{user}.identity")
+    tctl.ok("auth", "sign", f"--user={user}", f"--out={path}", "--ttl=1h")
+    return path
+
+
+def test_identity_rbac(tctl: Tctl, tmp_path: Path) -> None:
+    tctl.ok("create", "-f", "-", stdin=GUIDE_ROLE_AND_USER)
+    reader = _identity(tctl, tmp_path, "reader", "teleport-event-handler")
+    denied = tctl.as_identity(reader, "get", "roles")
+    assert denied.returncode == 1
+    assert denied.stderr == 'ERROR: access denied to perform action "list" on "role"\n'
+    role = "kind: role\nmetadata: {name: made-by-identity}\nspec: {}\n"
+    denied = tctl.as_identity(reader, "create", "-", stdin=role)
+    assert denied.stderr == 'ERROR: access denied to perform action "create" on "role"\n'
+    denied = tctl.as_identity(reader, "users", "ls")
+    assert denied.stderr == 'ERROR: access denied to perform action "list" on "user"\n'
+    # The same identity, with the cluster named by the environment variable.
+    via_env = tctl.raw(
+        "-i", reader, "--auth-server=127.0.0.1:3025", "get", "roles",
+        env={DATA_DIR_ENV: tctl.data_dir},
+    )  # fmt: skip
+    assert via_env.stderr == 'ERROR: access denied to perform action "list" on "role"\n'
+
+    editor = _identity(tctl, tmp_path, "ed", "editor")
+    made = tctl.as_identity(editor, "create", "-", stdin=role)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == 'role "made-by-identity" has been created\n'
+    created = json.loads(tctl.ok("get", "role/made-by-identity", "--format=json"))[0]
+    assert created["metadata"]["name"] == "made-by-identity"
+    assert tctl.as_identity(editor, "rm", "role/made-by-identity").returncode == 0
+
+    # create-only role: a new resource works, overwriting one needs "update".
+    tctl.ok(
+        "create", "-f", "-",
+        stdin="kind: role\nmetadata: {name: creator}\nspec:\n  allow:\n    rules:\n"
+        "    - resources: [role]\n      verbs: [create]\n",
+    )  # fmt: skip
+    creator = _identity(tctl, tmp_path, "creator-user", "creator")
+    assert tctl.as_identity(creator, "create", "-", stdin=role).returncode == 0
+    again = tctl.as_identity(creator, "create", "-f", "-", stdin=role)
+    assert again.stderr == 'ERROR: access denied to perform action "update" on "role"\n'
+
+
+def test_identity_auth_sign_needs_impersonation(tctl: Tctl, tmp_path: Path) -> None:
+    tctl.ok("create", "-f", "-", stdin=GUIDE_ROLE_AND_USER)
+    editor = _identity(tctl, tmp_path, "signer", "editor")
+    target = str(tmp_path / "fwd-identity")
+    args = ("auth", "sign", "--user=teleport-event-handler", f"--out={target}")
+    denied = tctl.as_identity(editor, *args)
+    assert denied.returncode == 1
+    assert 'impersonation of user "teleport-event-handler" is not allowed' in denied.stderr
+    assert not os.path.exists(target)
+    # The guide's impersonator role makes it work.
+    tctl.ok(
+        "create", "-f", "-",
+        stdin="kind: role\nversion: v5\nmetadata: {name: teleport-event-handler-impersonator}\n"
+        "spec:\n  options: {max_session_ttl: 10h}\n  allow:\n    impersonate:\n"
+        "      users: [teleport-event-handler]\n      roles: [teleport-event-handler]\n",
+    )  # fmt: skip
+    tctl.ok(
+        "users", "update", "signer", "--set-roles", "editor,teleport-event-handler-impersonator"
+    )
+    editor = str(tmp_path / "signer2.identity")
+    tctl.ok("auth", "sign", "--user=signer", f"--out={editor}")
+    allowed = tctl.as_identity(editor, *args)
+    assert allowed.returncode == 0, allowed.stderr
+    peer = authority.load_identity(tctl.data_dir, target)
+    assert peer.user == "teleport-event-handler"
+
+
+def test_expired_foreign_deleted_role_and_locked_identities(
+    tctl: Tctl, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    good = _identity(tctl, tmp_path, "victim", "editor")
+    assert tctl.as_identity(good, "get", "roles").returncode == 0
+
+    # Expired: same key material layout, certificate from the user CA but in the past.
+    parts = pki.parse_identity_file(Path(good).read_bytes())
+    user_ca = pki.load_certificate(authority.user_ca_pem(tctl.data_dir))
+    user_ca_key = pki.load_private_key(Path(tctl.data_dir, "ca", "user_ca.key").read_bytes())
+    key = pki.load_private_key(parts.private_key_pem)
+    old = pki.issue_leaf(
+        user_ca,
+        user_ca_key,
+        key.public_key(),
+        "victim",
+        "client",
+        ttl=datetime.timedelta(hours=1),
+        organizations=("editor",),
+        not_before=pki.utcnow() - datetime.timedelta(hours=3),
+    )
+    expired = tmp_path / "expired.identity"
+    expired.write_bytes(pki.build_identity_file(parts._replace(tls_cert_pem=pki.cert_pem(old))))
+    result = tctl.as_identity(str(expired), "get", "roles")
+    assert result.returncode == 1
+    assert f"identity file {expired} is not accepted" in result.stderr
+    assert "expired" in result.stderr
+
+    # Foreign: an identity issued by another sandbox cluster.
+    other = str(tmp_path_factory.mktemp("other") / "cluster")
+    authority.init_authority(other, "other.example.com")
+    other_tctl = Tctl(other)
+    foreign = _identity(other_tctl, tmp_path, "victim", "editor")
+    result = tctl.as_identity(foreign, "get", "roles")
+    assert result.returncode == 1
+    assert "not signed by the user CA" in result.stderr
+
+    # A role that no longer exists denies everything, even with editor alongside.
+    tctl.ok("create", "-", stdin="kind: role\nmetadata: {name: ephemeral}\nspec: {}\n")
+    both = _identity(tctl, tmp_path, "holder", "editor,ephemeral")
+    tctl.ok("users", "update", "holder", "--set-roles", "editor")
+    tctl.ok("rm", "role/ephemeral")
+    result = tctl.as_identity(both, "get", "roles")
+    assert result.returncode == 1
+    assert 'role "ephemeral" is not found' in result.stderr
+
+    # A lock on the user refuses its identity.
+    out = tctl.ok("lock", "--user=victim", "--message=Too many failed logins", "--ttl=1h")
+    assert out.startswith('Created a lock with name "')
+    result = tctl.as_identity(good, "get", "roles")
+    assert result.stderr == (
+        'ERROR: lock targeting User:"victim" is in force: Too many failed logins\n'
+    )
