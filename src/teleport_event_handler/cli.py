@@ -1,0 +1,186 @@
+"""The ``teleport-event-handler`` command: the Go plugin's commands and flags, plus check-config.
+
+Subcommands live in one table (``COMMANDS``); adding one (``configure`` is
+next) means writing its ``add_arguments`` and ``run`` and appending a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from teleport_event_handler import __version__, config
+from teleport_event_handler.durations import format_duration
+
+__all__ = ["COMMANDS", "Command", "build_parser", "configure_logging", "main"]
+
+PROG = config.PROG
+DESCRIPTION = "Forwards Teleport AuditLog to external sources"
+
+# What `version` says about the Teleport API we speak: the protos are our own,
+# written to Teleport's public wire contract, so no Teleport release is vendored.
+API_NOTE = (
+    "Teleport API: teleport.auditlog.v1.AuditLogService and proto.AuthService/UpsertLock, "
+    "from this package's own .proto files matching Teleport's wire contract"
+)
+
+Runner = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Runner
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _run_version(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    del args, environ
+    print(f"{PROG} v{__version__} python")
+    print(API_NOTE)
+    return 0
+
+
+def _run_start(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = config.config_from_args(vars(args), environ)
+    configure_logging(settings.debug)
+    _log_notices(settings)
+    # Imported here so that the other commands work without the app's dependencies loaded.
+    app = importlib.import_module("teleport_event_handler.app")
+    run: Callable[[config.Config], int] = app.run
+    return run(settings)
+
+
+def _add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="TOML config file to check")
+
+
+def _run_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    path: str = args.file
+    try:
+        settings = config.check_config_file(path, environ)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            # The file is already named once at the start of the line.
+            print(f"{path}: {problem.key}: {problem.problem}; {problem.fix}", file=sys.stderr)
+        return 1
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if settings.debug:
+        for note in settings.notes:
+            print(f"note: {note}", file=sys.stderr)
+    print(f"{path}: OK")
+    for line in _summary(settings):
+        print(f"  {line}")
+    return 0
+
+
+def _summary(settings: config.Config) -> list[str]:
+    if settings.teleport_identity:
+        credentials = f"identity {settings.teleport_identity}"
+        if settings.teleport_refresh_enabled:
+            credentials += (
+                f" (reloaded every {format_duration(settings.teleport_refresh_interval)})"
+            )
+    else:
+        credentials = f"cert {settings.teleport_cert}, key {settings.teleport_key}"
+        credentials += f", ca {settings.teleport_ca}"
+    start = settings.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if settings.start_time else "now"
+    types = ",".join(settings.types) or "all"
+    skipped = ",".join(settings.skip_event_types) or "none"
+    if settings.fluentd_array:
+        sending = f"JSON arrays of up to {settings.fluentd_batch_size} events"
+    else:
+        sending = "one event per request"
+    mtls = "mutual TLS" if settings.fluentd_cert else "no client certificate"
+    return [
+        f"teleport: addr {settings.teleport_addr}, {credentials}",
+        f"engine inputs: start-time {start}, batch {settings.batch}, "
+        f"window-size {format_duration(settings.window_size)}, "
+        f"timeout {format_duration(settings.timeout)}, types {types}, "
+        f"skip-event-types {skipped}, concurrency {settings.concurrency}"
+        + (", dry-run" if settings.dry_run else ""),
+        f"fluentd: url {settings.fluentd_url}, session-url {settings.fluentd_session_url}, "
+        f"{sending}, {mtls}, max-connections {settings.fluentd_max_connections}",
+        f"storage: {settings.storage}",
+    ]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("version", "Print the version", _no_arguments, _run_version),
+    Command("start", "Start log ingestion", config.add_start_arguments, _run_start),
+    Command(
+        "check-config",
+        "Check a config file and the files it names; exit 1 on problems",
+        _add_check_config_arguments,
+        _run_check_config,
+    ),
+)
+
+
+def build_parser() -> config.ArgumentParser:
+    """The top-level parser; -c/-d are accepted before and after the subcommand."""
+    parser = config.ArgumentParser(prog=PROG, description=DESCRIPTION, allow_abbrev=False)
+    config.add_global_arguments(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = commands.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            allow_abbrev=False,
+        )
+        config.add_global_arguments(sub)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def configure_logging(debug: bool) -> None:
+    """Text logs to stderr, as the Go plugin writes them; debug level with -d."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _log_notices(settings: config.Config) -> None:
+    log = logging.getLogger("teleport_event_handler.config")
+    for note in settings.notes:
+        log.debug("%s", note)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(config.normalize_bool_args(arguments))
+        runner: Runner = args.run
+        return runner(args, os.environ)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
