@@ -166,6 +166,12 @@ def test_create_from_stdin_multi_document_and_json_round_trip(tctl: Tctl, tmp_pa
     dump = tmp_path / "dump.json"
     dump.write_text(tctl.ok("get", "role/teleport-event-handler", "--format=json"))
     assert tctl.ok("create", "-f", str(dump)) == 'role "teleport-event-handler" has been updated\n'
+    warned = tctl.admin(
+        "create", "-", stdin="kind: user\nmetadata: {name: early}\nspec: {roles: [later]}\n"
+    )
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stdout == 'user "early" has been created\n'
+    assert 'Error checking role "later" when upserting user "early"' in warned.stderr
     assert "no resources found" in tctl.fails("create", "-", stdin="")
     assert 'creating resources of type "node"' in tctl.fails(
         "create", "-", stdin="kind: node\nmetadata: {name: n}\n"

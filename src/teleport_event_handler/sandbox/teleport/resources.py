@@ -44,6 +44,7 @@ __all__ = [
     "bot_user_name",
     "check_access",
     "check_impersonation",
+    "missing_roles",
     "preset_roles",
     "state_lock",
     "without_secrets",
@@ -306,7 +307,6 @@ class ResourceStore:
             existing = resources.get(kind, {}).get(name)
             if existing is not None and not overwrite:
                 raise AlreadyExists(f'{kind} "{name}" already exists')
-            _check_references(resources, new)
             _fill_server_fields(new, existing, actor)
             resources.setdefault(kind, {})[name] = new
         return copy.deepcopy(new), existing is None
@@ -336,10 +336,11 @@ class ResourceStore:
                     if name in (doc.get("spec") or {}).get("roles", [])
                 ]
                 if holders:
+                    # Teleport masks the holders; the sandbox names them to help.
                     raise BadParameter(
-                        f'failed to delete role "{name}" that still in use by a user '
-                        f"({', '.join(holders)}). Check 'tctl get users' for users with "
-                        "this role"
+                        "failed to delete role that still in use by a user. Check system "
+                        f'server logs for more details. (sandbox: role "{name}" is held by '
+                        f"{', '.join(holders)}; change their roles with 'tctl users update')"
                     )
             del resources[kind][name]
             if kind == "bot":
@@ -348,6 +349,9 @@ class ResourceStore:
 
     def ensure_presets(self) -> None:
         """Create the preset roles that are missing (idempotent)."""
+        wanted = {role["metadata"]["name"] for role in preset_roles()}
+        if wanted <= set(self._load().get("role", {})):
+            return  # nothing to write: keep the file (and every reader's cache) as is
         with self._writing() as resources:
             for role in preset_roles():
                 name = role["metadata"]["name"]
@@ -376,7 +380,6 @@ class ResourceStore:
             existing = resources.get("bot", {}).get(name)
             if existing is not None and not overwrite:
                 raise AlreadyExists(f'bot "{name}" already exists')
-            _check_references(resources, new)
             _fill_server_fields(new, existing, actor)
             resources.setdefault("bot", {})[name] = new
             for extra in _bot_companions(new, resources, actor):
@@ -452,14 +455,15 @@ def _validate_role(name: str, spec: dict[str, Any]) -> None:
         raise BadParameter(f'role "{name}": spec.options must be a mapping')
 
 
-def _check_references(resources: dict[str, dict[str, dict[str, Any]]], doc: dict[str, Any]) -> None:
-    """Users and bots may only name roles that exist, as Teleport checks on write."""
-    if doc["kind"] not in ("user", "bot"):
-        return
-    known = resources.get("role", {})
-    for role in doc["spec"].get("roles", []):
-        if role not in known:
-            raise NotFound(f'role "{role}" is not found')
+def missing_roles(store: ResourceStore, roles: Sequence[str]) -> list[str]:
+    """The names in ``roles`` that are not roles of the cluster.
+
+    Teleport's auth server stores users and bots naming unknown roles (such a
+    user is denied everything); tctl checks on the client side and warns or
+    fails, so the check lives here for callers that want it.
+    """
+    known = store._load().get("role", {})
+    return [role for role in roles if role not in known]
 
 
 def _fill_server_fields(doc: dict[str, Any], existing: dict[str, Any] | None, actor: str) -> None:

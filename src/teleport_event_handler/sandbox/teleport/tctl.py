@@ -44,12 +44,14 @@ from teleport_event_handler.sandbox.teleport.resources import (
     AccessDenied,
     AlreadyExists,
     BadParameter,
+    NotFound,
     ResourceStore,
     SandboxError,
     active_lock,
     bot_user_name,
     check_access,
     check_impersonation,
+    missing_roles,
     without_secrets,
 )
 
@@ -391,6 +393,14 @@ def cmd_create(session: Session, args: argparse.Namespace) -> int:
         noun = CREATE_NOUN.get(kind, kind)
         if exists and not args.force:
             raise AlreadyExists(f'{noun} "{name}" already exists')
+        if kind == "user":
+            roles = (doc.get("spec") or {}).get("roles") or []
+            for role in missing_roles(session.store, roles if isinstance(roles, list) else []):
+                print(
+                    f'WARN Error checking role "{role}" when upserting user "{name}": '
+                    f'role "{role}" is not found',
+                    file=sys.stderr,
+                )
         if kind == "bot":
             roles = _split((doc.get("spec") or {}).get("roles") or [])
             session.store.add_bot(name, roles, overwrite=args.force, actor=session.actor)
@@ -409,8 +419,9 @@ def cmd_rm(session: Session, args: argparse.Namespace) -> int:
 
 
 def _check_roles_exist(session: Session, roles: Sequence[str]) -> None:
-    for role in roles:
-        session.store.require("role", role)
+    """tctl validates roles on the client side ("server does not do this yet")."""
+    for role in missing_roles(session.store, roles):
+        raise NotFound(f'role "{role}" is not found')
 
 
 def cmd_users_add(session: Session, args: argparse.Namespace) -> int:
