@@ -23,12 +23,16 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
+    "STDIN_PATH",
     "TCTL_ARGUMENT_SPEC",
     "RunFunc",
     "TctlError",
     "TctlRunner",
     "runner_from_module",
 ]
+
+# tctl opens the file it is given; naming the pipe keeps documents off the disk.
+STDIN_PATH = "/dev/stdin"
 
 RunFunc = Callable[[List[str], Optional[str]], Tuple[int, str, str]]
 
@@ -58,12 +62,17 @@ _FAILURES = (
         ),
         "login",
     ),
-    (re.compile(r"expired", re.I), "expired"),
+    (
+        re.compile(
+            r"certificate (has )?expired|expired certificate|credentials (have )?expired", re.I
+        ),
+        "expired",
+    ),
     (re.compile(r"access denied|permission denied|not authorized|unauthorized", re.I), "denied"),
     (
         re.compile(
             r"not a supported resource|unsupported resource|unknown resource|"
-            r"unsupported kind|unknown kind",
+            r"unsupported kind|unknown kind|resources of type .* is not supported",
             re.I,
         ),
         "kind",
@@ -208,10 +217,15 @@ class TctlRunner:
         return None
 
     def create(self, document: Dict[str, Any], force: bool) -> str:
-        """``tctl create [-f]`` with the document as JSON on stdin."""
+        """``tctl create [-f] /dev/stdin`` with the document as JSON on stdin.
+
+        Real tctl reads stdin when no file is named and the sandbox when given
+        "-"; both open ``/dev/stdin``, so one spelling serves both.
+        """
         args = ["create"]
         if force:
             args.append("-f")
+        args.append(STDIN_PATH)
         meta = document.get("metadata") or {}
         what = f"{document.get('kind')}/{meta.get('name')}"
         return self.call(args, stdin=json.dumps(document), what=what)
