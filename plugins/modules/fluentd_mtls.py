@@ -27,7 +27,7 @@ description:
     CA stays in the trust bundle so that peers configured with the bundle accept both during a
     rollout.
 author:
-  - Teleport event handler maintainers
+  - Teleport event handler maintainers (@teleport-event-handler)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -349,7 +349,7 @@ def main():
             force=dict(type="bool", default=False),
             owner=dict(type="str"),
             group=dict(type="str"),
-            key_mode=dict(type="raw", default="0600"),
+            key_mode=dict(type="raw", default="0600", no_log=False),
             cert_mode=dict(type="raw", default="0644"),
         ),
         supports_check_mode=True,

@@ -22,7 +22,7 @@ description:
     guide does by hand. The connector is read with C(tctl get --with-secrets) and written back
     with C(tctl create -f); it never appears in the result, the diff or a file.
 author:
-  - Teleport event handler maintainers
+  - Teleport event handler maintainers (@teleport-event-handler)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - teleport.event_handler.tctl

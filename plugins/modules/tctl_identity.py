@@ -25,7 +25,7 @@ description:
     the forwarder at tbot's identity file. Use this module where tbot cannot run, for demos,
     or to renew from a central admin host.
 author:
-  - Teleport event handler maintainers
+  - Teleport event handler maintainers (@teleport-event-handler)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - teleport.event_handler.tctl

@@ -22,7 +22,7 @@ description:
     definition carrying a secret compares equal; secret values are redacted from the result
     and the diff.
 author:
-  - Teleport event handler maintainers
+  - Teleport event handler maintainers (@teleport-event-handler)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - teleport.event_handler.tctl
