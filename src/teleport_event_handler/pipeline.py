@@ -203,7 +203,7 @@ class Pipeline:
         """Flush and wait until everything submitted so far is committed."""
         self.flush()
         with self._build_lock:
-            target = self._next_seq - 1
+            target = self._current.seq - 1  # the last batch cut so far
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._commit_cond:
             while self._next_commit <= target:

@@ -14,8 +14,6 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
 from teleport_event_handler.sandbox.stack import Stack
 from teleport_event_handler.sandbox.teleport.corpus import all_events
 
@@ -24,14 +22,6 @@ RUN_TIMEOUT = 600
 
 def _uids(records: list[dict[str, Any]]) -> set[str]:
     return {str(r["uid"]) for r in records}
-
-
-def _out_bytes(stack: Stack) -> int:
-    total = 0
-    for name in os.listdir(stack.out_dir):
-        if name.startswith("audit"):
-            total += os.path.getsize(os.path.join(stack.out_dir, name))
-    return total
 
 
 def _run_to_end(stack: Stack, toml: str, *flags: str) -> None:
@@ -67,15 +57,15 @@ def test_kill_9_at_random_points_loses_nothing(big_stack: Stack) -> None:
     rng = random.Random()
     approx_total = 102_000 * 600
     for round_ in range(4):
-        threshold = _out_bytes(big_stack) + rng.uniform(0.05, 0.2) * approx_total
+        threshold = big_stack.output_bytes() + rng.uniform(0.05, 0.2) * approx_total
         proc = big_stack.start_handler(toml)
         deadline = time.monotonic() + 120
-        while _out_bytes(big_stack) < threshold and proc.poll() is None:
+        while big_stack.output_bytes() < threshold and proc.poll() is None:
             assert time.monotonic() < deadline, "no progress before the kill"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        print(f"round {round_}: killed at {_out_bytes(big_stack)} bytes")
+        print(f"round {round_}: killed at {big_stack.output_bytes()} bytes")
     _run_to_end(big_stack, toml)
     records = _assert_complete(big_stack)
     duplicates = len(records) - len(_uids(records))
@@ -86,7 +76,7 @@ def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
     toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
     proc = big_stack.start_handler(toml)
     deadline = time.monotonic() + 120
-    while _out_bytes(big_stack) < 5_000_000:
+    while big_stack.output_bytes() < 5_000_000:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -102,7 +92,7 @@ def test_sink_outage_then_recovery_loses_nothing(big_stack: Stack) -> None:
     toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
     proc = big_stack.start_handler(toml, "--exit-on-last-event")
     deadline = time.monotonic() + 120
-    while _out_bytes(big_stack) < 3_000_000:
+    while big_stack.output_bytes() < 3_000_000:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     big_stack.fluentd_faults(refuse=True)

@@ -24,6 +24,8 @@ from typing import Any
 from teleport_event_handler import pki
 
 HANDLER_USER = "teleport-event-handler"
+# The sandbox Fluentd writes its file outputs this often; readers wait one more.
+FLUSH_INTERVAL = 0.2
 HANDLER_ROLE_YAML = """\
 kind: role
 version: v7
@@ -309,6 +311,7 @@ class Stack:
             os.unlink(port_file)
         log = open(os.path.join(self.root, "fluentd.log"), "ab")  # noqa: SIM115
         args = [_bin("sandbox-fluentd"), "--config", conf, "--port-file", port_file]
+        args += ["--flush-interval", str(FLUSH_INTERVAL)]
         if self.fluentd_port:
             args += ["--port", str(self.fluentd_port)]
         args += ["--control-file", self.fluentd_control_file, *self.fluentd_args, *extra]
@@ -389,11 +392,30 @@ class Stack:
         records: list[dict[str, Any]] = []
         if not os.path.isdir(self.out_dir):
             return records
+        self._wait_for_flush()
         for name in sorted(os.listdir(self.out_dir)):
             if name.startswith(prefix) and name.endswith(".log"):
                 with open(os.path.join(self.out_dir, name), "rb") as handle:
                     records.extend(json.loads(line) for line in handle if line.strip())
         return records
+
+    def output_bytes(self, prefix: str = "audit") -> int:
+        return sum(
+            os.path.getsize(os.path.join(self.out_dir, name))
+            for name in os.listdir(self.out_dir)
+            if name.startswith(prefix)
+        )
+
+    def _wait_for_flush(self) -> None:
+        """Wait until the running Fluentd has written what it acknowledged."""
+        if self._fluentd is None or self._fluentd.poll() is not None:
+            return
+        size, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 3 * FLUSH_INTERVAL:
+            current = self.output_bytes("")
+            if current != size:
+                size, stable_since = current, time.monotonic()
+            time.sleep(FLUSH_INTERVAL / 2)
 
     def teleport_uids(self) -> set[str]:
         from teleport_event_handler.sandbox.teleport.corpus import event_uids
