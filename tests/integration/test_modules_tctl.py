@@ -1,0 +1,383 @@
+"""The tctl modules run by ansible-playbook against the sandbox Teleport.
+
+tctl_resource, tctl_grant_role and tctl_identity each run four times (check,
+apply, check, apply); then the guide's whole flow: an identity signed by the
+module is refused by the sandbox Teleport's gRPC API (PERMISSION_DENIED)
+until the role the modules create and grant exists in the certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from test_modules_support import BIN, changes, four_times, mode_of, run_playbook
+
+from teleport_event_handler import pki
+from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2, auditlog_pb2_grpc
+
+pytestmark = pytest.mark.timeout(300)
+
+HANDLER = "teleport-event-handler"
+HANDLER_ROLE = {
+    "kind": "role",
+    "version": "v7",
+    "metadata": {"name": HANDLER},
+    "spec": {
+        "allow": {"rules": [{"resources": ["event", "session"], "verbs": ["list", "read"]}]},
+        "options": {"max_session_ttl": "10h"},
+    },
+}
+IMPERSONATOR_ROLE = {
+    "kind": "role",
+    "version": "v5",
+    "metadata": {"name": "teleport-event-handler-impersonator"},
+    "spec": {
+        "options": {"max_session_ttl": "10h"},
+        "allow": {"impersonate": {"users": [HANDLER], "roles": [HANDLER]}},
+    },
+}
+GITHUB_SECRET = "gh-client-secret-0123456789"
+
+
+class Cluster:
+    """One sandbox Teleport: its data dir, its tctl, and (when served) its gRPC address."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "teleport"
+        self.config = self.data_dir / "teleport.yaml"
+        self.addr = ""
+
+    def tctl(self, *args: str, stdin: str | None = None) -> str:
+        proc = subprocess.run(
+            [str(BIN / "sandbox-tctl"), "-c", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return proc.stdout
+
+    def get(self, ref: str) -> dict[str, Any]:
+        docs = json.loads(self.tctl("get", ref, "--format=json"))
+        assert len(docs) == 1
+        return dict(docs[0])
+
+    def connection(self) -> dict[str, str]:
+        """The tctl options of every task: sandbox-tctl as the Auth host's admin."""
+        return {"tctl_path": str(BIN / "sandbox-tctl"), "tctl_config": str(self.config)}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path / "cluster")
+    subprocess.run(
+        [
+            str(BIN / "sandbox-teleport"),
+            "init",
+            "--data-dir",
+            str(cluster.data_dir),
+            "--days",
+            "1",
+            "--events-per-day",
+            "20",
+            "--sessions-per-day",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port_file = cluster.root / "teleport.port"
+    log = open(cluster.root / "teleport.log", "wb")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(
+        [
+            str(BIN / "sandbox-teleport"),
+            "serve",
+            "--data-dir",
+            str(cluster.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+            "--mode",
+            "legacy",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        cluster.addr = "127.0.0.1:" + _wait_for(port_file, proc)
+        yield cluster
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        assert proc.poll() is None, "sandbox-teleport serve exited"
+        time.sleep(0.05)
+    raise AssertionError(f"sandbox-teleport serve did not write {path}")
+
+
+def _read_events(addr: str, identity: Path) -> grpc.StatusCode | None:
+    """GetUnstructuredEvents with the identity; None when allowed, else the status code."""
+    parts = pki.parse_identity_file(identity.read_bytes())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=b"".join(parts.tls_ca_pems),
+        private_key=parts.private_key_pem,
+        certificate_chain=parts.tls_cert_pem,
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
+    start.FromDatetime(now - datetime.timedelta(days=2))
+    end.FromDatetime(now)
+    request = auditlog_pb2.GetUnstructuredEventsRequest(
+        namespace="default", start_date=start, end_date=end, limit=5
+    )
+    options = [("grpc.ssl_target_name_override", "teleport.cluster.local")]
+    with grpc.secure_channel(addr, credentials, options=options) as channel:
+        stub = auditlog_pb2_grpc.AuditLogServiceStub(channel)
+        try:
+            stub.GetUnstructuredEvents(request, timeout=20)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+    return None
+
+
+def test_tctl_resource_four_times_then_absent(cluster: Cluster, tmp_path: Path) -> None:
+    present = dict(cluster.connection(), definition=[HANDLER_ROLE])
+    absent = dict(cluster.connection(), kind="role", name=HANDLER, state="absent")
+    results, output = run_playbook(
+        tmp_path, four_times("tctl_resource", present) + four_times("tctl_resource", absent)
+    )
+    assert changes(results[:4]) == [True, True, False, False]
+    assert [r["resources"][0]["action"] for r in results[:4]] == [
+        "created",
+        "created",
+        "unchanged",
+        "unchanged",
+    ]
+    assert changes(results[4:]) == [True, True, False, False]
+    assert "role/teleport-event-handler" in output  # the diff names the resource
+    with pytest.raises(subprocess.CalledProcessError):
+        cluster.get(f"role/{HANDLER}")
+
+
+def test_tctl_resource_from_the_guides_file(cluster: Cluster, tmp_path: Path) -> None:
+    role_file = tmp_path / "teleport-event-handler-role.yaml"
+    role_file.write_text(
+        "kind: role\nmetadata:\n  name: teleport-event-handler\nspec:\n  allow:\n    rules:\n"
+        "      - resources: ['event', 'session']\n        verbs: ['list','read']\nversion: v5\n"
+        "---\nkind: user\nmetadata:\n  name: teleport-event-handler\nspec:\n"
+        "  roles: ['teleport-event-handler']\nversion: v2\n"
+    )
+    results, _ = run_playbook(
+        tmp_path, four_times("tctl_resource", dict(cluster.connection(), src=str(role_file)))
+    )
+    assert changes(results) == [True, True, False, False]
+    assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
+    # A change made behind Ansible's back is put right, and only that resource.
+    cluster.tctl("users", "update", HANDLER, "--set-roles", "access")
+    results, _ = run_playbook(
+        tmp_path,
+        [{"teleport.event_handler.tctl_resource": dict(cluster.connection(), src=str(role_file))}],
+    )
+    assert [r["action"] for r in results[0]["resources"]] == ["unchanged", "updated"]
+    assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
+
+
+def test_tctl_grant_role_to_user_bot_and_connector(cluster: Cluster, tmp_path: Path) -> None:
+    connection = cluster.connection()
+    cluster.tctl("create", "-", stdin=json.dumps(IMPERSONATOR_ROLE))
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", "alice", "--roles=access,editor")
+    cluster.tctl("bots", "add", "my-bot", "--roles=access")
+    cluster.tctl(
+        "create",
+        "-",
+        stdin=json.dumps(
+            {
+                "kind": "github",
+                "version": "v3",
+                "metadata": {"name": "github"},
+                "spec": {
+                    "client_id": "abc",
+                    "client_secret": GITHUB_SECRET,
+                    "display": "GitHub",
+                    "teams_to_roles": [
+                        {"organization": "octocats", "team": "admins", "roles": ["access"]}
+                    ],
+                },
+            }
+        ),
+    )
+    user = dict(connection, user="alice", roles=["teleport-event-handler-impersonator"])
+    bot = dict(connection, bot="my-bot", roles=[HANDLER])
+    github = dict(
+        connection,
+        connector_kind="github",
+        connector_name="github",
+        mapping={"organization": "octocats", "team": "admins"},
+        roles=["teleport-event-handler-impersonator"],
+    )
+    results, output = run_playbook(
+        tmp_path,
+        four_times("tctl_grant_role", user)
+        + four_times("tctl_grant_role", bot)
+        + four_times("tctl_grant_role", github),
+    )
+    for index in (0, 4, 8):
+        assert changes(results[index : index + 4]) == [True, True, False, False]
+    assert cluster.get("user/alice")["spec"]["roles"] == [
+        "access",
+        "editor",
+        "teleport-event-handler-impersonator",
+    ]
+    assert sorted(cluster.get("bot/my-bot")["spec"]["roles"]) == ["access", HANDLER]
+    connector = json.loads(cluster.tctl("get", "github/github", "--format=json", "--with-secrets"))[
+        0
+    ]
+    assert connector["spec"]["teams_to_roles"][0]["roles"] == [
+        "access",
+        "teleport-event-handler-impersonator",
+    ]
+    assert connector["spec"]["client_secret"] == GITHUB_SECRET  # written back intact
+    assert GITHUB_SECRET not in output and GITHUB_SECRET not in json.dumps(results)
+
+
+def test_the_identity_is_accepted_only_once_the_role_exists(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    connection = cluster.connection()
+    identity = tmp_path / "handler" / "identity"
+    identity.parent.mkdir()
+    # The user starts with a role that grants nothing (Teleport's presets all
+    # read events, so none of them will do).
+    base = {"kind": "role", "version": "v7", "metadata": {"name": "handler-base"}, "spec": {}}
+    user = {
+        "kind": "user",
+        "version": "v2",
+        "metadata": {"name": HANDLER},
+        "spec": {"roles": ["handler-base"]},
+    }
+    sign = dict(connection, user=HANDLER, path=str(identity), ttl="2h", renew_before="30m")
+    results, output = run_playbook(
+        tmp_path,
+        [
+            {"teleport.event_handler.tctl_resource": dict(connection, definition=[base, user])},
+            *four_times("tctl_identity", sign),
+        ],
+    )
+    assert changes(results[1:]) == [True, True, False, False]
+    assert mode_of(identity) == 0o600
+    signed = results[2]
+    assert signed["user"] == HANDLER and signed["roles"] == ["handler-base"]
+    not_after = datetime.datetime.fromisoformat(signed["not_after"].replace("Z", "+00:00"))
+    left = not_after - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(hours=1, minutes=55) < left <= datetime.timedelta(hours=2)
+    assert "PRIVATE KEY" not in output
+
+    # The user has no role that may read events yet: the API refuses the identity.
+    assert _read_events(cluster.addr, identity) == grpc.StatusCode.PERMISSION_DENIED
+
+    # Create the role, grant it, and let the identity module notice the new role.
+    results, _ = run_playbook(
+        tmp_path,
+        [
+            {"teleport.event_handler.tctl_resource": dict(connection, definition=HANDLER_ROLE)},
+            {
+                "teleport.event_handler.tctl_grant_role": dict(
+                    connection, user=HANDLER, roles=[HANDLER]
+                )
+            },
+            {"teleport.event_handler.tctl_identity": sign},
+            {"teleport.event_handler.tctl_identity": sign},
+        ],
+    )
+    assert changes(results) == [True, True, True, False]
+    assert "now has ['handler-base', 'teleport-event-handler']" in results[2]["reason"]
+    assert sorted(results[2]["roles"]) == ["handler-base", HANDLER]
+    assert _read_events(cluster.addr, identity) is None
+
+
+def test_identity_renews_inside_renew_before(cluster: Cluster, tmp_path: Path) -> None:
+    connection = cluster.connection()
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
+    identity = tmp_path / "identity"
+    keep = dict(connection, user=HANDLER, path=str(identity), ttl="1h", renew_before="20m")
+    renew = dict(keep, ttl="3h", renew_before="2h")
+    results, _ = run_playbook(
+        tmp_path,
+        [{"teleport.event_handler.tctl_identity": keep}] * 2 + four_times("tctl_identity", renew),
+    )
+    assert changes(results) == [True, False, True, True, False, False]
+    assert "within renew_before (2h)" in results[3]["reason"]
+    assert results[5]["not_after"] > results[1]["not_after"]
+
+
+def test_failures_say_what_to_fix(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
+    identity = tmp_path / "identity"
+    cluster.tctl(
+        "auth", "sign", f"--user={HANDLER}", "--format=file", f"--out={identity}", "--ttl=1h"
+    )
+    tctl = str(BIN / "sandbox-tctl")
+    # tctl acting as the handler: its identity, the cluster named by the config.
+    as_handler = dict(cluster.connection(), identity_file=str(identity), auth_server=cluster.addr)
+    tasks = [
+        {"teleport.event_handler.tctl_resource": dict(as_handler, definition=IMPERSONATOR_ROLE)},
+        {
+            "teleport.event_handler.tctl_resource": {
+                "tctl_path": tctl,
+                "definition": IMPERSONATOR_ROLE,
+            }
+        },
+        {
+            "teleport.event_handler.tctl_resource": dict(
+                cluster.connection(), definition={"kind": "frobnicator", "metadata": {"name": "x"}}
+            )
+        },
+        {
+            "teleport.event_handler.tctl_grant_role": dict(
+                cluster.connection(), user="nobody", roles=[HANDLER]
+            )
+        },
+        {
+            "teleport.event_handler.tctl_identity": {
+                "tctl_path": "/nonexistent/tctl",
+                "user": HANDLER,
+                "path": str(identity),
+            }
+        },
+    ]
+    results, _ = run_playbook(tmp_path, [dict(task, ignore_errors=True) for task in tasks])
+    assert all(result.get("failed") for result in results)
+    denied, unauthenticated, kind, nobody, binary = (r["msg"] for r in results)
+    assert 'access denied to perform action "read" on "role"' in denied
+    assert "give its user a role that allows it" in denied
+    assert "tsh login" in unauthenticated and "tctl_config" in unauthenticated
+    assert "frobnicator" in kind and "Check the resource kind" in kind
+    assert "'nobody' does not exist" in nobody
+    assert "tctl_path" in binary and "/nonexistent/tctl" in binary
