@@ -165,6 +165,10 @@ class _Retryable(Exception):
 class FluentdClient:
     """Delivers events to Fluentd; thread-safe, at most ``max_connections`` in flight.
 
+    ``timeout`` bounds each connect, send and receive (the Go plugin's 30 s).
+    Connections are kept alive and reused, at most ``max_connections`` open.
+    After ``close()``, ``deliver`` raises ShutdownRequested.
+
     Counters (read them for logs and metrics): ``requests`` (HTTP requests
     answered), ``events`` (events acknowledged), ``retries`` (waits before a
     retry), ``rejected`` (events handed to ``on_rejected``), ``reconnects``
