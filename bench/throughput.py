@@ -52,7 +52,7 @@ def run(template: str, work: str, scenario: Scenario, limit: int | None) -> tupl
     stack.start_fluentd()
     try:
         overrides: dict[str, object] = {
-            "start_time": _first_day(stack),
+            "start_time": stack.corpus_start(),
             "fluentd__array": scenario.array,
         }
         if scenario.max_connections:
@@ -70,16 +70,6 @@ def run(template: str, work: str, scenario: Scenario, limit: int | None) -> tupl
     finally:
         stack.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _first_day(stack: Stack) -> object:
-    import datetime
-
-    from teleport_event_handler.sandbox.teleport.corpus import all_events
-
-    first = min(str(e["time"]) for e in all_events(stack.teleport_dir))
-    day = datetime.date.fromisoformat(first[:10])
-    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
 
 
 def main() -> int:

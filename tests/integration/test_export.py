@@ -40,7 +40,7 @@ def _assert_complete(stack: Stack) -> list[dict[str, Any]]:
 
 
 def test_exports_every_event_over_days(big_stack: Stack) -> None:
-    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     _run_to_end(big_stack, toml)
     records = _assert_complete(big_stack)
     assert len(records) >= 100_000
@@ -53,7 +53,7 @@ def test_exports_every_event_over_days(big_stack: Stack) -> None:
 
 
 def test_kill_9_at_random_points_loses_nothing(big_stack: Stack) -> None:
-    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     rng = random.Random()
     approx_total = 102_000 * 600
     for round_ in range(4):
@@ -73,7 +73,7 @@ def test_kill_9_at_random_points_loses_nothing(big_stack: Stack) -> None:
 
 
 def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
-    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     proc = big_stack.start_handler(toml)
     deadline = time.monotonic() + 120
     while big_stack.output_bytes() < 5_000_000:
@@ -89,7 +89,7 @@ def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
 
 
 def test_sink_outage_then_recovery_loses_nothing(big_stack: Stack) -> None:
-    toml = big_stack.handler_toml(start_time=_corpus_start(big_stack))
+    toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     proc = big_stack.start_handler(toml, "--exit-on-last-event")
     deadline = time.monotonic() + 120
     while big_stack.output_bytes() < 3_000_000:
@@ -107,7 +107,7 @@ def test_sink_outage_then_recovery_loses_nothing(big_stack: Stack) -> None:
 def test_filters_hold(small_stack: Stack) -> None:
     wanted = ["user.login", "session.start", "exec"]
     toml = small_stack.handler_toml(
-        start_time=_corpus_start(small_stack),
+        start_time=small_stack.corpus_start(),
         types=",".join(wanted),
         skip_event_types="exec",
     )
@@ -121,7 +121,7 @@ def test_filters_hold(small_stack: Stack) -> None:
 
 
 def test_changed_start_time_is_refused(small_stack: Stack) -> None:
-    start = _corpus_start(small_stack)
+    start = small_stack.corpus_start()
     _run_to_end(small_stack, small_stack.handler_toml(start_time=start))
     moved = start.replace(hour=(start.hour + 1) % 24)
     toml = small_stack.handler_toml(start_time=moved)
@@ -176,12 +176,3 @@ def test_role_without_event_read_names_the_fix(small_stack: Stack) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "denied" in result.stderr and "'event'" in result.stderr
-
-
-def _corpus_start(stack: Stack) -> Any:
-    """Midnight UTC of the corpus's first day."""
-    import datetime
-
-    first = min(str(e["time"]) for e in all_events(stack.teleport_dir))
-    day = datetime.date.fromisoformat(first[:10])
-    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)

@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     stack.clean()
     print(f"[1] sandbox Teleport: {args.days} days x {args.events_per_day} events in {args.dir}")
     stack.init()
-    print(f"[2] role and user {stack.identity!r} created with tctl, identity signed")
+    print(f"[2] tctl: role and user teleport-event-handler created; identity in {stack.identity}")
     stack.start_teleport()
     stack.start_fluentd()
     print(
         f"[3] Teleport Auth at {stack.teleport_addr}, Fluentd at https://localhost:{stack.fluentd_port}"
     )
-    toml = stack.handler_toml()
+    toml = stack.handler_toml(start_time=stack.corpus_start())
     try:
         started = time.monotonic()
         handler = stack.start_handler(toml, "--exit-on-last-event")
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             f"[4] exported {len(records)} events in {elapsed:.1f}s ({len(records) / elapsed:.0f}/s)"
         )
         print("[5] run again: it resumes from its stored cursors")
-        again = subprocess.run(stack.handler_command(toml, "--exit-on-last-event"), check=False)
+        again = subprocess.run(
+            stack.handler_command(toml, "--exit-on-last-event"), check=False, capture_output=True
+        )
         after = stack.received("audit")
         expected = stack.teleport_uids()
         got = {r.get("uid") for r in after}

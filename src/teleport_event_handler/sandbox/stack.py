@@ -417,6 +417,14 @@ class Stack:
                 size, stable_since = current, time.monotonic()
             time.sleep(FLUSH_INTERVAL / 2)
 
+    def corpus_start(self) -> datetime.datetime:
+        """Midnight UTC of the day of Teleport's oldest event (a start-time for all)."""
+        from teleport_event_handler.sandbox.teleport.corpus import all_events
+
+        first = next(iter(all_events(self.teleport_dir)))
+        day = datetime.date.fromisoformat(str(first["time"])[:10])
+        return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
+
     def teleport_uids(self) -> set[str]:
         from teleport_event_handler.sandbox.teleport.corpus import event_uids
 
