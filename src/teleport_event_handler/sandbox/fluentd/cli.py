@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from types import FrameType
 
+from ... import pki
 from .conf import ConfigError, load_config
 from .server import DEFAULT_FLUSH_INTERVAL, Faults, FluentdServer
 
@@ -70,13 +70,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_port(path: str, port: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(f"{port}\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -116,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     try:
         if args.port_file:
-            _write_port(args.port_file, server.port)
+            # Atomic, so a waiting test never reads a half-written port.
+            pki.write_file_atomic(args.port_file, f"{server.port}\n".encode(), mode=0o644)
         log.info("fluentd worker is now running worker=0")
         while not stopping.wait(1.0):
             pass

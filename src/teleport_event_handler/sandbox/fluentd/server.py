@@ -516,11 +516,8 @@ class FluentdServer:
         if not self._stats_file:
             return
         data = orjson.dumps(self.stats.snapshot(), option=orjson.OPT_INDENT_2)
-        tmp = f"{self._stats_file}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data + b"\n")
-            os.replace(tmp, self._stats_file)
+            pki.write_file_atomic(self._stats_file, data + b"\n", mode=0o644)
         except OSError as exc:
             log.error("cannot write stats file %s: %s", self._stats_file, exc)
 
