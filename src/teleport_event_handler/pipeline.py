@@ -20,7 +20,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from teleport_event_handler.backoff import Shutdown
-from teleport_event_handler.sink import FluentdClient, ShutdownRequested
+from teleport_event_handler.sink import FluentdClient, ShutdownRequested, SinkError
 from teleport_event_handler.state import ChunkCursor, State, Update
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,9 @@ class Pipeline:
                 self._sink.deliver(self._url, batch.events, as_array=self._as_array)
             except ShutdownRequested:
                 continue
-            except Exception as exc:  # a bug or an unrecoverable sink state
-                log.exception("sending a batch of %d events failed", len(batch.events))
+            except Exception as exc:  # a setup problem retries cannot fix, or a bug
+                if not isinstance(exc, SinkError):
+                    log.exception("sending a batch of %d events failed", len(batch.events))
                 with self._commit_cond:
                     self._failure = exc
                     self._commit_cond.notify_all()
