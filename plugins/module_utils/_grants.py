@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.teleport.event_handler.plugins.module_utils._tctl import TctlRunner
 
-__all__ = ["MAPPING_FIELDS", "GrantError", "ensure_grant", "merge_roles"]
+__all__ = ["MAPPING_FIELDS", "GrantError", "ensure_grant", "merge_roles", "roles_of"]
 
 # Connector kind -> (spec key of its role mappings, the fields that select one mapping).
 MAPPING_FIELDS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
@@ -48,7 +48,8 @@ def merge_roles(current: Sequence[str], roles: Sequence[str], state: str) -> Lis
     return merged
 
 
-def _roles_of(doc: Dict[str, Any]) -> List[str]:
+def roles_of(doc: Dict[str, Any]) -> List[str]:
+    """The ``spec.roles`` of a user or bot document."""
     roles = (doc.get("spec") or {}).get("roles") or []
     return [str(role) for role in roles]
 
@@ -75,7 +76,7 @@ def _grant_user(
             f"user: the Teleport user {name!r} does not exist; create it first "
             "(teleport.event_handler.tctl_resource with kind: user) or fix the name"
         )
-    before = _roles_of(doc)
+    before = roles_of(doc)
     after = merge_roles(before, roles, state)
     if not after:
         raise GrantError(
@@ -97,7 +98,7 @@ def _grant_bot(
             f"bot: the Machine ID bot {name!r} does not exist; create it first "
             "with 'tctl bots add' or fix the name"
         )
-    before = _roles_of(doc)
+    before = roles_of(doc)
     after = merge_roles(before, roles, state)
     changed = after != before
     if changed and not check_mode:

@@ -139,6 +139,7 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._duration i
     parse_duration,
 )
 from ansible_collections.teleport.event_handler.plugins.module_utils._files import set_attributes
+from ansible_collections.teleport.event_handler.plugins.module_utils._grants import roles_of
 from ansible_collections.teleport.event_handler.plugins.module_utils._identity import (
     IdentityError,
     describe,
@@ -199,7 +200,7 @@ def main():
                     msg=f"user: the Teleport user {user!r} does not exist; create it first "
                     "(teleport.event_handler.tctl_resource) or fix the name"
                 )
-            wanted_roles = [str(role) for role in (doc.get("spec") or {}).get("roles") or []]
+            wanted_roles = roles_of(doc)
         before = inspect_identity(path, user, renew_before, now, wanted_roles)
         reason = "force is set" if params["force"] else before.renew_reason
         after = before
