@@ -165,6 +165,9 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         on_rejected=dead_letters,
         dry_run=config.dry_run,
     )
+    unreachable = sink.check(config.fluentd_url)
+    if unreachable:
+        log.warning("%s; events will wait until it answers", unreachable)
     client = TeleportClient(config.teleport_addr, creds)
     pipeline = Pipeline(
         sink=sink,

@@ -243,6 +243,28 @@ class FluentdClient:
             for event in events:
                 self._deliver_isolating(target, [event])
 
+    def check(self, url: str) -> str | None:
+        """Reach the receiver once, at start-up, so setup mistakes surface at once.
+
+        Raises SinkError for what retries cannot fix (the server certificate
+        does not verify, our certificate is refused, no TLS); returns a
+        message for a receiver that is merely down, which delivery will retry.
+        A GET is enough: any HTTP answer proves both TLS handshakes passed.
+        """
+        if self.dry_run:
+            return None
+        target = self._target(url)
+        conn = self._new_connection(target)
+        try:
+            conn.request("GET", target.path, headers={"Connection": "close"})
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._raise_if_fatal(target, exc)
+            return f"Fluentd at {target.url} is not reachable yet ({_reason(exc)})"
+        finally:
+            conn.close()
+        return None
+
     def close(self) -> None:
         """Close pooled connections and abort requests in flight.
 

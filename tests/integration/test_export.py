@@ -176,3 +176,14 @@ def test_role_without_event_read_names_the_fix(small_stack: Stack) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "denied" in result.stderr and "'event'" in result.stderr
+
+
+def test_untrusted_fluentd_certificate_names_the_fix(small_stack: Stack) -> None:
+    wrong_ca = os.path.join(small_stack.teleport_dir, "ca", "host_ca.crt")
+    toml = small_stack.handler_toml(fluentd__ca=wrong_ca)
+    result = subprocess.run(
+        small_stack.handler_command(toml), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "certificate" in result.stderr and wrong_ca in result.stderr, result.stderr

@@ -230,6 +230,21 @@ def test_client_without_certificate_is_refused(certs: FluentdCerts, server: Flue
         stranger.deliver(server.url("test.log", "localhost"), events(1), as_array=True)
 
 
+def test_start_up_check_finds_setup_mistakes_before_any_event(
+    certs: FluentdCerts, server: FluentdServer
+) -> None:
+    url = server.url("test.log", "localhost")
+    assert make_client(certs).check(url) is None
+    with pytest.raises(SinkError, match="does not verify"):
+        make_client(certs, ca=str(certs.foreign_ca)).check(url)
+    with pytest.raises(SinkError, match="refused the client certificate"):
+        make_client(certs, cert=None, key=None).check(url)
+    assert server.stats.snapshot()["records"] == 0
+    server.stop()
+    down = make_client(certs).check(url)
+    assert down is not None and "not reachable yet" in down
+
+
 def test_hostname_must_match_the_certificate(
     tmp_path: Path, certs: FluentdCerts, out: Path, serve: Callable[..., FluentdServer]
 ) -> None:
