@@ -36,6 +36,7 @@ def run_playbook(
     tasks: list[dict[str, Any]],
     env: dict[str, str] | None = None,
     timeout: float = 180,
+    module_defaults: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Run ``tasks`` in one play on localhost; return each task's result and the output.
 
@@ -63,6 +64,7 @@ def run_playbook(
                     "connection": "local",
                     "gather_facts": False,
                     "vars": {"ansible_python_interpreter": sys.executable},
+                    "module_defaults": module_defaults or {},
                     "tasks": play_tasks,
                 }
             ],

@@ -196,11 +196,13 @@ def test_tctl_resource_from_the_guides_file(cluster: Cluster, tmp_path: Path) ->
     )
     assert changes(results) == [True, True, False, False]
     assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
-    # A change made behind Ansible's back is put right, and only that resource.
+    # A change made behind Ansible's back is put right, and only that resource;
+    # the connection comes from module_defaults of the collection's tctl group.
     cluster.tctl("users", "update", HANDLER, "--set-roles", "access")
     results, _ = run_playbook(
         tmp_path,
-        [{"teleport.event_handler.tctl_resource": dict(cluster.connection(), src=str(role_file))}],
+        [{"teleport.event_handler.tctl_resource": {"src": str(role_file)}}],
+        module_defaults={"group/teleport.event_handler.tctl": cluster.connection()},
     )
     assert [r["action"] for r in results[0]["resources"]] == ["unchanged", "updated"]
     assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
