@@ -258,7 +258,9 @@ class Stack:
 
     # -- processes ------------------------------------------------------------------
 
-    def start_teleport(self, mode: str | None = None, extra: Sequence[str] = ()) -> str:
+    def start_teleport(
+        self, mode: str | None = None, extra: Sequence[str] = (), port: int = 0
+    ) -> str:
         port_file = os.path.join(self.teleport_dir, "port")
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -270,7 +272,7 @@ class Stack:
                 "--data-dir",
                 self.teleport_dir,
                 "--listen",
-                "127.0.0.1:0",
+                f"127.0.0.1:{port}",
                 "--port-file",
                 port_file,
                 "--mode",

@@ -1,0 +1,111 @@
+"""The forwarder against misbehaving peers: nothing is lost, nothing hangs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from teleport_event_handler.sandbox.stack import Stack
+
+RUN_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def odd_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A cluster whose corpus holds events over 1 MiB and of unknown types."""
+    root = str(tmp_path_factory.mktemp("template-odd") / "stack")
+    Stack(root=root, days=3, events_per_day=2000).init(["--oversized", "3", "--unknown", "25"])
+    return root
+
+
+@pytest.fixture(params=["bulk", "legacy"])
+def odd_stack(request: pytest.FixtureRequest, odd_template: str, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode=request.param)
+    yield stack
+    stack.stop()
+    log = os.path.join(stack.root, "handler.log")
+    if os.path.exists(log):
+        with open(log, errors="replace") as handle:
+            print(handle.read()[-3000:])
+
+
+def _complete(stack: Stack) -> None:
+    got = {str(r["uid"]) for r in stack.received("audit")}
+    expected = stack.teleport_uids()
+    assert expected - got == set(), f"{len(expected - got)} events missing"
+
+
+def test_flaky_slow_teleport_with_odd_events_loses_nothing(odd_stack: Stack) -> None:
+    odd_stack.start_teleport(
+        extra=[
+            "--fault=unavailable=0.15",
+            "--fault=deadline=0.05",
+            "--fault=latency_ms=20",
+            "--fault=drop_stream_after=700",
+        ]
+    )
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
+    proc = odd_stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _complete(odd_stack)
+    records = odd_stack.received("audit")
+    assert any(len(str(r)) > 1024 * 1024 for r in records), "no oversized event arrived"
+    assert (
+        any(str(r["event"]).startswith("future.") or "unknown" in str(r["event"]) for r in records)
+        or len({r["event"] for r in records}) > 10
+    )
+
+
+def test_teleport_outage_pauses_the_export(odd_stack: Stack) -> None:
+    # Slow calls make the export last long enough to cut Teleport off mid-way.
+    addr = odd_stack.start_teleport(extra=["--fault=latency_ms=400"])
+    port = int(addr.rsplit(":", 1)[1])
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
+    proc = odd_stack.start_handler(toml, "--exit-on-last-event")
+    deadline = time.monotonic() + 60
+    while odd_stack.output_bytes() == 0:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    odd_stack.stop_teleport()
+    time.sleep(3.0)
+    assert proc.poll() is None, "the handler gave up during the outage"
+    assert len(odd_stack.received("audit")) < len(odd_stack.teleport_uids())
+    odd_stack.start_teleport(port=port)
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _complete(odd_stack)
+
+
+def test_one_event_per_request_for_receivers_without_arrays(odd_stack: Stack) -> None:
+    odd_stack.fluentd_args = ["--fault=reject_array=true"]
+    odd_stack.start_teleport()
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start(), fluentd__array=False)
+    proc = odd_stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _complete(odd_stack)
+
+
+def test_dry_run_reads_everything_and_sends_nothing(odd_stack: Stack) -> None:
+    odd_stack.start_teleport()
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
+    result = subprocess.run(
+        odd_stack.handler_command(toml, "--exit-on-last-event", "--dry-run"),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert odd_stack.received("audit") == []
+    assert f"{len(odd_stack.teleport_uids())} events" in result.stderr
+    # A dry run keeps its state apart: a real run afterwards still sends everything.
+    proc = odd_stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _complete(odd_stack)
