@@ -1,10 +1,16 @@
 # Copyright: the teleport-event-handler authors
 # Apache License 2.0 (see LICENSE)
-"""Go-style durations ("8760h", "1h30m", "90s"), as tctl and Teleport write them.
+"""Go durations ("8760h", "1h30m", "500ms"): the project's one parser.
 
-The modules take TTLs in the same spelling as ``tctl --ttl`` so that a value
-can be copied from Teleport's docs; Teleport itself answers with normalised
-forms ("10h" comes back as "10h0m0s"), so comparisons go through seconds.
+Teleport, tctl and the Go event handler spell every TTL, timeout and window
+this way, so the forwarder's configuration, the sandbox's tctl and the
+collection's modules all read them here. The forwarder imports this file
+through the symlink ``src/teleport_event_handler/durations.py``, so it
+imports nothing from Ansible or the rest of the package.
+
+``go_seconds`` is strict, as Go's ``time.ParseDuration`` (the forwarder's
+TOML must mean what it meant to the Go plugin). ``parse_duration`` is the
+modules' friendlier reading: a bare number is seconds and ``d`` means days.
 """
 
 from __future__ import annotations
@@ -12,75 +18,130 @@ from __future__ import annotations
 import datetime
 import re
 
-__all__ = ["DurationError", "format_duration", "is_duration", "parse_duration"]
+__all__ = ["DurationError", "format_duration", "go_seconds", "is_duration", "parse_duration"]
 
-# A "d" unit is accepted for convenience (Go has none); it is converted to
-# hours before anything reaches tctl.
+# Seconds per unit. Go accepts both micro signs (U+00B5 and U+03BC) for "us".
 _UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
     "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
     "ms": 1e-3,
     "s": 1.0,
     "m": 60.0,
     "h": 3600.0,
-    "d": 86400.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h|d)")
+_DAY = {"d": 86400.0}
+
+# One "<number><unit>" element; the unit is whatever letters follow, checked
+# against the table afterwards so that a typo gets its own message.
+_ELEMENT = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]*)")
+_BARE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 
 
 class DurationError(ValueError):
-    """A value that is not a Go duration."""
+    """A value that is not a duration; ``problem`` and ``fix`` are kept apart."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}" if fix else problem)
+        self.problem = problem
+        self.fix = fix
+
+
+def go_seconds(text: str, allow_days: bool = False) -> float:
+    """Seconds in ``text``, read exactly as Go's ``time.ParseDuration`` does.
+
+    Like Go, ``"0"`` is the one number allowed without a unit; any other bare
+    number is refused because it is ambiguous.
+    """
+    units = dict(_UNITS, **_DAY) if allow_days else _UNITS
+    raw = text.strip()
+    body = raw
+    sign = 1.0
+    if body[:1] in ("+", "-"):
+        sign = -1.0 if body[0] == "-" else 1.0
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    if not body:
+        raise DurationError(f"{text!r} is empty", "write a duration such as 10s, 1m or 1h30m")
+    if _BARE_NUMBER.fullmatch(raw):
+        raise DurationError(f"{text!r} has no unit", f"add a unit, e.g. {body}s or {body}m")
+    total = 0.0
+    pos = 0
+    while pos < len(body):
+        match = _ELEMENT.match(body, pos)
+        if match is None:
+            raise DurationError(
+                f"{text!r} is not a Go duration", "write numbers with units, e.g. 10s, 1m or 1h30m"
+            )
+        number, unit = match.group(1), match.group(2)
+        if not unit:
+            raise DurationError(f"{text!r}: {number} has no unit", f"add one, e.g. {number}s")
+        if unit not in units:
+            raise DurationError(
+                f"{text!r}: unknown unit {unit!r}", "use one of ns, us, ms, s, m or h"
+            )
+        total += float(number) * units[unit]
+        pos = match.end()
+    return sign * total
 
 
 def parse_duration(value: object, option: str = "duration") -> datetime.timedelta:
-    """Parse a Go duration such as ``87600h`` or ``1h30m``; a bare number is seconds."""
+    """A module option's duration: ``87600h``, ``1h30m``, ``30d``; a bare number is seconds."""
     if isinstance(value, bool):
-        raise DurationError(
-            f"{option}: {value!r} is not a duration; write it like 12h, 30m or 8760h"
-        )
+        raise DurationError(f"{option}: {value!r} is not a duration", "write it like 12h or 8760h")
     if isinstance(value, (int, float)):
         return datetime.timedelta(seconds=float(value))
     text = str(value).strip()
     if re.fullmatch(r"\d+", text):
         return datetime.timedelta(seconds=int(text))
-    position = 0
-    seconds = 0.0
-    for match in _PART.finditer(text):
-        if match.start() != position:
-            break
-        seconds += float(match.group(1)) * _UNITS[match.group(2)]
-        position = match.end()
-    if not text or position != len(text):
+    try:
+        seconds = go_seconds(text, allow_days=True)
+    except DurationError as exc:
         raise DurationError(
-            f"{option}: {value!r} is not a duration; write it like 12h, 30m, 1h30m or 8760h"
-        )
+            f"{option}: {value!r} is not a duration", "write it like 12h, 30m, 1h30m or 8760h"
+        ) from exc
+    if seconds < 0:
+        raise DurationError(f"{option}: {value!r} is not a duration", "give a positive one")
     return datetime.timedelta(seconds=seconds)
 
 
 def is_duration(value: object) -> bool:
     """True for strings that read as a Go duration with a unit ("10h", "10h0m0s")."""
-    if not isinstance(value, str) or not _PART.search(value):
+    if not isinstance(value, str) or _BARE_NUMBER.fullmatch(value.strip()):
         return False
     try:
-        parse_duration(value)
+        go_seconds(value)
     except DurationError:
         return False
     return True
 
 
-def format_duration(value: datetime.timedelta) -> str:
-    """The shortest whole-second Go spelling that tctl accepts, e.g. ``8760h`` or ``1h30m``."""
-    total = int(value.total_seconds())
-    if total <= 0:
+def format_duration(value: float | datetime.timedelta) -> str:
+    """A compact Go spelling that Go and tctl parse back: ``24h``, ``1h30m``, ``500ms``.
+
+    Go's own ``String()`` writes ``24h0m0s``; dropping the zero parts reads
+    better and means the same.
+    """
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
+    if seconds == 0:
         return "0s"
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    out = ""
+    sign = "-" if seconds < 0 else ""
+    nanos = round(abs(seconds) * 1e9)
+    if nanos < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("us", 1_000)):
+            if nanos % size == 0:
+                return f"{sign}{nanos // size}{unit}"
+        return f"{sign}{nanos}ns"
+    hours, rest = divmod(nanos, 3600 * 1_000_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000_000)
+    parts = []
     if hours:
-        out += f"{hours}h"
+        parts.append(f"{hours}h")
     if minutes:
-        out += f"{minutes}m"
-    if seconds:
-        out += f"{seconds}s"
-    return out
+        parts.append(f"{minutes}m")
+    if rest:
+        whole, frac = divmod(rest, 1_000_000_000)
+        parts.append(f"{whole}.{frac:09d}".rstrip("0") + "s" if frac else f"{whole}s")
+    return sign + "".join(parts)

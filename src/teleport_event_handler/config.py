@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-from teleport_event_handler.durations import DurationError, format_duration, parse_duration
+from teleport_event_handler.durations import DurationError, format_duration, go_seconds
 
 __all__ = [
     "OPTIONS",
@@ -613,7 +613,7 @@ def _to_duration(value: Any, opt: Option) -> float:
     else:
         text = _need_str(value, '"10s"')
         try:
-            seconds = parse_duration(text)
+            seconds = go_seconds(text)
         except DurationError as exc:
             raise _Invalid(exc.problem, exc.fix) from None
     if opt.field in _POSITIVE_DURATIONS and seconds <= 0:

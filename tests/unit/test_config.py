@@ -17,7 +17,7 @@ from teleport_event_handler.config import (
     load_config,
     normalize_bool_args,
 )
-from teleport_event_handler.durations import DurationError, format_duration, parse_duration
+from teleport_event_handler.durations import DurationError, format_duration, go_seconds
 
 UTC = datetime.UTC
 
@@ -605,14 +605,14 @@ def test_config_built_directly_resolves_max_connections() -> None:
         ("+2m3s", 123.0),
     ],
 )
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+def test_go_seconds(text: str, seconds: float) -> None:
+    assert go_seconds(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["10", "", "1x", "h", "1h 2m", "1.5", "s10", "1d", "-"])
-def test_parse_duration_rejects(text: str) -> None:
+def test_go_seconds_rejects(text: str) -> None:
     with pytest.raises(DurationError):
-        parse_duration(text)
+        go_seconds(text)
 
 
 @pytest.mark.parametrize(
@@ -628,4 +628,4 @@ def test_parse_duration_rejects(text: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert go_seconds(text) == pytest.approx(seconds)

@@ -283,8 +283,8 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        port = _wait_for_file(port_file, self._teleport, 60)
-        self.teleport_addr = f"127.0.0.1:{port}"
+        bound = _wait_for_file(port_file, self._teleport, 60)
+        self.teleport_addr = f"127.0.0.1:{bound}"
         return self.teleport_addr
 
     def stop_teleport(self) -> None:

@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import secrets
 import sys
 import traceback
@@ -38,6 +37,7 @@ from typing import Any, NoReturn, TextIO
 import yaml
 
 from teleport_event_handler import pki
+from teleport_event_handler.durations import DurationError, format_duration, go_seconds
 from teleport_event_handler.sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
 from teleport_event_handler.sandbox.teleport.resources import (
     DEFAULT_VERSIONS,
@@ -91,17 +91,6 @@ DEFAULT_SIGN_TTL = "12h"  # tctl auth sign's default (apidefaults.CertDuration)
 SIGNUP_TOKEN_TTL = "1h"
 BOT_TOKEN_TTL = "1h"
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
-_GO_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
 
 class CommandError(SandboxError):
     """A usage problem found after parsing (tctl's BadParameter on the client side)."""
@@ -109,37 +98,10 @@ class CommandError(SandboxError):
 
 def parse_go_duration(text: str) -> datetime.timedelta:
     """A Go ``time.ParseDuration`` string (``12h``, ``1h30m``, ``8760h``) as a timedelta."""
-    body = text.strip()
-    if body == "0":
-        return datetime.timedelta(0)
-    pos, total = 0, 0.0
-    while pos < len(body):
-        match = _GO_DURATION.match(body, pos)
-        if match is None:
-            raise CommandError(
-                f'time: invalid duration "{text}": use a Go duration such as 12h, 30m or 1h30m'
-            )
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        pos = match.end()
-    if not body:
-        raise CommandError('time: invalid duration "": use a Go duration such as 12h')
-    return datetime.timedelta(seconds=total)
-
-
-def _go_duration_text(delta: datetime.timedelta) -> str:
-    """Go's ``Duration.String`` trimmed the way tctl prints TTLs (``1h``, ``59m``)."""
-    seconds = max(0, round(delta.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours and not minutes and not secs:
-        return f"{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes and not secs:
-        return f"{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    try:
+        return datetime.timedelta(seconds=go_seconds(text))
+    except DurationError as exc:
+        raise CommandError(f'time: invalid duration "{text}": {exc.fix}') from exc
 
 
 def _split(values: Sequence[str] | str | None) -> list[str]:
@@ -449,7 +411,7 @@ def cmd_users_add(session: Session, args: argparse.Namespace) -> int:
     token = secrets.token_hex(16)
     session.out.write(
         f'User "{args.account}" has been created but requires a password. Share this URL '
-        f"with the user to complete user setup, link is valid for {_go_duration_text(ttl)}:\n"
+        f"with the user to complete user setup, link is valid for {format_duration(ttl)}:\n"
         f"https://{name}:443/web/invite/{token}\n\n"
         f"NOTE: Make sure {name}:443 points at a Teleport proxy which users can access.\n"
     )
