@@ -121,6 +121,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> int | 
 @dataclass
 class FluentdMaterial:
     ca: str
+    ca_key: str
     server_cert: str
     server_key: str
     passphrase: str
@@ -134,6 +135,7 @@ class FluentdMaterial:
             passphrase = handle.read().strip()
         return cls(
             ca=os.path.join(directory, "ca.crt"),
+            ca_key=os.path.join(directory, "ca.key"),
             server_cert=os.path.join(directory, "server.crt"),
             server_key=os.path.join(directory, "server.key"),
             passphrase=passphrase,
@@ -142,26 +144,33 @@ class FluentdMaterial:
         )
 
 
-def make_fluentd_material(directory: str, key_type: str = "ecdsa-p256") -> FluentdMaterial:
-    """CA, server (encrypted key) and client certificates, as the guide's step 2."""
+def make_fluentd_material(
+    directory: str,
+    key_type: str = "ecdsa-p256",
+    passphrase: str | None = None,
+    dns_names: tuple[str, ...] = ("localhost",),
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+) -> FluentdMaterial:
+    """CA, server (passphrase-encrypted key) and client certificates, as the guide's step 2.
+
+    ECDSA keys by default: generation takes milliseconds, which tests need.
+    """
     os.makedirs(directory, exist_ok=True)
     ca_key = pki.generate_private_key(key_type)
     ca = pki.issue_ca(ca_key)
     server_key = pki.generate_private_key(key_type)
     server = pki.issue_leaf(
-        ca, ca_key, server_key.public_key(), "Server", "server", ("localhost",), ("127.0.0.1",)
+        ca, ca_key, server_key.public_key(), "Server", "server", dns_names, ip_addresses
     )
     client_key = pki.generate_private_key(key_type)
-    client = pki.issue_leaf(
-        ca, ca_key, client_key.public_key(), "Client", "client", ("localhost",), ()
-    )
-    passphrase = pki.random_passphrase()
-    pki.write_file_atomic(os.path.join(directory, "passphrase"), passphrase.encode() + b"\n")
+    client = pki.issue_leaf(ca, ca_key, client_key.public_key(), "Client", "client", dns_names)
+    secret = passphrase or pki.random_passphrase()
+    pki.write_file_atomic(os.path.join(directory, "passphrase"), secret.encode() + b"\n")
     paths = FluentdMaterial.load(directory)
     pki.write_file_atomic(paths.ca, pki.cert_pem(ca))
-    pki.write_file_atomic(os.path.join(directory, "ca.key"), pki.private_key_pem(ca_key))
+    pki.write_file_atomic(paths.ca_key, pki.private_key_pem(ca_key))
     pki.write_file_atomic(paths.server_cert, pki.cert_pem(server))
-    pki.write_file_atomic(paths.server_key, pki.private_key_pem(server_key, passphrase))
+    pki.write_file_atomic(paths.server_key, pki.private_key_pem(server_key, secret))
     pki.write_file_atomic(paths.client_cert, pki.cert_pem(client))
     pki.write_file_atomic(paths.client_key, pki.private_key_pem(client_key))
     return paths

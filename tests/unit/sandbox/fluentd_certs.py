@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from teleport_event_handler import pki
+from teleport_event_handler.sandbox.stack import make_fluentd_material
 
 PASSPHRASE = "sandbox-passphrase-0123456789abcdef"
 
@@ -57,28 +58,21 @@ def make_fluentd_certs(
     dns_names: tuple[str, ...] = ("localhost",),
     ip_addresses: tuple[str, ...] = ("127.0.0.1",),
 ) -> FluentdCerts:
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key = pki.generate_private_key(key_type)
-    ca = pki.issue_ca(ca_key, "Teleport Event Handler CA")
-    server_key = pki.generate_private_key(key_type)
-    server = pki.issue_leaf(
-        ca, ca_key, server_key.public_key(), "localhost", "server", dns_names, ip_addresses
-    )
-    client_key = pki.generate_private_key(key_type)
-    client = pki.issue_leaf(ca, ca_key, client_key.public_key(), "teleport-event-handler", "client")
+    """The sandbox stack's Fluentd material, plus a foreign CA and its client."""
+    made = make_fluentd_material(str(directory), key_type, passphrase, dns_names, ip_addresses)
     foreign_key = pki.generate_private_key(key_type)
     foreign = pki.issue_ca(foreign_key, "Someone else's CA")
     intruder_key = pki.generate_private_key(key_type)
     intruder = pki.issue_leaf(foreign, foreign_key, intruder_key.public_key(), "intruder", "client")
     return FluentdCerts(
         directory=directory,
-        ca=_write(directory / "ca.crt", pki.cert_pem(ca)),
-        ca_key=_write(directory / "ca.key", pki.private_key_pem(ca_key)),
-        server_cert=_write(directory / "server.crt", pki.cert_pem(server)),
-        server_key=_write(directory / "server.key", pki.private_key_pem(server_key, passphrase)),
-        passphrase=passphrase,
-        client_cert=_write(directory / "client.crt", pki.cert_pem(client)),
-        client_key=_write(directory / "client.key", pki.private_key_pem(client_key)),
+        ca=Path(made.ca),
+        ca_key=Path(made.ca_key),
+        server_cert=Path(made.server_cert),
+        server_key=Path(made.server_key),
+        passphrase=made.passphrase,
+        client_cert=Path(made.client_cert),
+        client_key=Path(made.client_key),
         foreign_ca=_write(directory / "foreign-ca.crt", pki.cert_pem(foreign)),
         foreign_client_cert=_write(directory / "foreign-client.crt", pki.cert_pem(intruder)),
         foreign_client_key=_write(
