@@ -139,7 +139,24 @@ def run(config: Config, shutdown: Shutdown | None = None) -> int:
         return 1
 
 
+def _not_yet(config: Config) -> None:
+    """Say plainly which Go plugin features this version does not do yet."""
+    if config.teleport_refresh_enabled:
+        log.warning(
+            "teleport refresh.enabled is set, but this version reads the identity only at "
+            "start: restart the service after tbot or tctl renews %s",
+            config.teleport_identity or config.teleport_cert,
+        )
+    if config.lock_enabled:
+        log.warning("lock.enabled is set, but auto-lock is not implemented yet: no locks are made")
+    log.info(
+        "session recordings are not exported by this version (%s stays unused)",
+        config.fluentd_session_url,
+    )
+
+
 def _run(config: Config, shutdown: Shutdown) -> int:
+    _not_yet(config)
     creds = load_credentials(config)
     remaining = creds.not_after - utcnow()
     if remaining < datetime.timedelta(hours=1):
