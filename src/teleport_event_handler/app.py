@@ -28,6 +28,7 @@ from teleport_event_handler.pipeline import Pipeline, PipelineFailed
 from teleport_event_handler.sink import FluentdClient, SinkError
 from teleport_event_handler.source import (
     BulkEngine,
+    Engine,
     LegacyEngine,
     Stopped,
     call_with_retry,
@@ -211,7 +212,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         ).start()
         if probe_bulk(client, shutdown):
             log.info("the cluster serves bulk export: using the per-day chunk engine")
-            engine: BulkEngine | LegacyEngine = BulkEngine(
+            engine: Engine = BulkEngine(
                 client=client,
                 state=state,
                 pipeline=pipeline,

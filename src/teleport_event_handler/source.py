@@ -20,13 +20,15 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
 
 import grpc
 
 from teleport_event_handler.backoff import Backoff, Shutdown
 from teleport_event_handler.events import TypeFilter, event_type_of, struct_to_json
 from teleport_event_handler.pipeline import Pipeline
+from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 from teleport_event_handler.state import ChunkCursor, LegacyCursor, State
 from teleport_event_handler.teleport import (
     TeleportClient,
@@ -51,15 +53,22 @@ class Stopped(Exception):
 
 
 def call_with_retry(
-    what: str, call: Callable[[], T], client: TeleportClient, shutdown: Shutdown
+    what: str,
+    call: Callable[[], T],
+    client: TeleportClient,
+    shutdown: Shutdown,
+    progress: Callable[[], object] | None = None,
 ) -> T:
     """Run one Teleport call, retrying transient failures until it works.
 
     Failures that retries cannot fix (permission denied, bad request) raise
     TeleportError with the fix; transient ones are logged and retried with the
     shared backoff, so an Auth outage pauses the export instead of ending it.
+    ``progress`` tells a stream that moved on before failing, which starts
+    the backoff again from its base.
     """
     backoff = Backoff(base=0.5, cap=30.0)
+    mark = progress() if progress else None
     while True:
         if shutdown.requested:
             raise Stopped
@@ -68,6 +77,9 @@ def call_with_retry(
         except grpc.RpcError as exc:
             if not is_transient(exc):
                 raise explain(exc, client.addr, client.creds) from exc
+            if progress is not None and progress() != mark:
+                mark = progress()
+                backoff.reset()
             delay = backoff.next_delay()
             log.warning(
                 "%s failed (%s); retrying in %.1fs",
@@ -96,7 +108,37 @@ def _day(value: datetime.date) -> str:
     return value.isoformat()
 
 
-class LegacyEngine:
+@dataclass
+class Engine:
+    """What both engines share: where events come from and where they go."""
+
+    client: TeleportClient
+    state: State
+    pipeline: Pipeline
+    shutdown: Shutdown
+    start_time: datetime.datetime
+    type_filter: TypeFilter
+    poll_interval: float
+    exit_on_last_event: bool
+
+    def run(self) -> None:
+        """Export until caught up (with exit_on_last_event) or shut down."""
+        raise NotImplementedError
+
+    def retrying(
+        self, what: str, call: Callable[[], T], progress: Callable[[], object] | None = None
+    ) -> T:
+        return call_with_retry(what, call, self.client, self.shutdown, progress)
+
+    def body(self, event: auditlog_pb2.EventUnstructured) -> bytes | None:
+        """The JSON to send, or None for an event the filters drop."""
+        if self.type_filter.wants(event_type_of(event)):
+            return struct_to_json(event.unstructured)
+        return None
+
+
+@dataclass
+class LegacyEngine(Engine):
     """Windows of ``window_size`` from the start time to now, paged by ``start_key``.
 
     The stored cursor is (window start, key of the page being read, id of the
@@ -106,42 +148,24 @@ class LegacyEngine:
     not skipped (Teleport issue #58365).
     """
 
-    def __init__(
-        self,
-        *,
-        client: TeleportClient,
-        state: State,
-        pipeline: Pipeline,
-        shutdown: Shutdown,
-        start_time: datetime.datetime,
-        window_size: float,
-        page_size: int,
-        type_filter: TypeFilter,
-        poll_interval: float,
-        exit_on_last_event: bool,
-    ) -> None:
-        self.client = client
-        self.state = state
-        self.pipeline = pipeline
-        self.shutdown = shutdown
-        self.start_time = start_time
-        self.window = datetime.timedelta(seconds=window_size)
-        self.page_size = page_size
-        self.filter = type_filter
-        self.poll_interval = poll_interval
-        self.settle = datetime.timedelta(seconds=max(2 * poll_interval, 1.0))
-        self.exit_on_last_event = exit_on_last_event
+    window_size: float = 86400.0
+    page_size: int = 20
+
+    @property
+    def settle(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=max(2 * self.poll_interval, 1.0))
 
     def run(self) -> None:
         stored = self.state.legacy_cursor()
         cursor = stored or LegacyCursor(self.start_time, "", "")
         window_start, key, last_id = cursor.window_start, cursor.cursor, cursor.last_id
-        server_types = tuple(sorted(self.filter.types))
+        server_types = tuple(sorted(self.type_filter.types))
+        window = datetime.timedelta(seconds=self.window_size)
         while not self.shutdown.requested:
             now = utcnow()
-            window_end = window_start + self.window
+            window_end = window_start + window
             query_end = min(window_end, now)
-            page = call_with_retry(
+            page = self.retrying(
                 "GetUnstructuredEvents",
                 functools.partial(
                     self.client.get_events,
@@ -151,8 +175,6 @@ class LegacyEngine:
                     self.page_size,
                     key,
                 ),
-                self.client,
-                self.shutdown,
             )
             items = list(page.items)
             if last_id:
@@ -161,10 +183,8 @@ class LegacyEngine:
                         items = items[position + 1 :]
                         break
             for item in items:
-                wanted = self.filter.wants(event_type_of(item))
-                body = struct_to_json(item.unstructured) if wanted else None
                 last_id = item.id
-                self.pipeline.submit(body, LegacyCursor(window_start, key, last_id))
+                self.pipeline.submit(self.body(item), LegacyCursor(window_start, key, last_id))
             if page.last_key:
                 key, last_id = page.last_key, ""
                 continue
@@ -179,7 +199,8 @@ class LegacyEngine:
             self.shutdown.wait(self.poll_interval)
 
 
-class BulkEngine:
+@dataclass
+class BulkEngine(Engine):
     """Per-day chunk export with per-chunk cursors and a backlog of past days.
 
     Chunks of a day are exported ``chunk_concurrency`` at a time. The current
@@ -187,33 +208,16 @@ class BulkEngine:
     days before it stay polled for stragglers, as Teleport's exporter does.
     """
 
-    BACKLOG_DAYS = 2
+    BACKLOG_DAYS: ClassVar[int] = 2
 
-    def __init__(
-        self,
-        *,
-        client: TeleportClient,
-        state: State,
-        pipeline: Pipeline,
-        shutdown: Shutdown,
-        start_time: datetime.datetime,
-        type_filter: TypeFilter,
-        poll_interval: float,
-        chunk_concurrency: int,
-        exit_on_last_event: bool,
-    ) -> None:
-        self.client = client
-        self.state = state
-        self.pipeline = pipeline
-        self.shutdown = shutdown
-        self.start_date = start_time.astimezone(UTC).date()
-        self.filter = type_filter
-        self.poll_interval = poll_interval
-        self.chunk_concurrency = max(1, chunk_concurrency)
-        self.exit_on_last_event = exit_on_last_event
-        # Chunks read to their end by this process (their commit may be pending).
-        self._finished: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+    chunk_concurrency: int = 3
+    # Chunks read to their end by this process (their commit may be pending).
+    _finished: dict[str, set[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def start_date(self) -> datetime.date:
+        return self.start_time.astimezone(UTC).date()
 
     def seed_from_legacy(self) -> None:
         """Continue a legacy export: resume bulk export at the legacy window's day."""
@@ -229,7 +233,7 @@ class BulkEngine:
         current = datetime.date.fromisoformat(dates[-1]) if dates else self.start_date
         self.state.add_date(_day(current))
         with concurrent.futures.ThreadPoolExecutor(
-            self.chunk_concurrency, thread_name_prefix="chunk"
+            max(1, self.chunk_concurrency), thread_name_prefix="chunk"
         ) as pool:
             while not self.shutdown.requested:
                 today = utcnow().date()
@@ -246,9 +250,11 @@ class BulkEngine:
                 if current < today:
                     current += datetime.timedelta(days=1)
                     self.state.add_date(_day(current))
-                    self.state.forget_dates_before(
-                        _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
-                    )
+                    oldest = _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
+                    self.state.forget_dates_before(oldest)
+                    with self._lock:
+                        for name in [d for d in self._finished if d < oldest]:
+                            del self._finished[name]
                     continue
                 if self.exit_on_last_event:
                     return
@@ -258,11 +264,8 @@ class BulkEngine:
     def _export_day(self, day: datetime.date, pool: concurrent.futures.Executor) -> int:
         """Export every chunk of ``day`` not yet sent; the number of chunks exported."""
         name = _day(day)
-        chunks = call_with_retry(
-            f"GetEventExportChunks {name}",
-            lambda: self.client.export_chunks(day),
-            self.client,
-            self.shutdown,
+        chunks = self.retrying(
+            f"GetEventExportChunks {name}", functools.partial(self.client.export_chunks, day)
         )
         stored = self.state.chunks(name)
         with self._lock:
@@ -283,34 +286,19 @@ class BulkEngine:
         return len(todo)
 
     def _export_chunk(self, day: datetime.date, chunk: str, cursor: str) -> None:
+        """Send one chunk from ``cursor``; a dropped stream resumes after the last event read."""
         name = _day(day)
-        backoff = Backoff(base=0.5, cap=30.0)
-        while True:
-            if self.shutdown.requested:
-                raise Stopped
-            try:
-                for item in self.client.export_events(day, chunk, cursor):
-                    event = item.event
-                    wanted = self.filter.wants(event_type_of(event))
-                    body = struct_to_json(event.unstructured) if wanted else None
-                    cursor = item.cursor
-                    self.pipeline.submit(body, ChunkCursor(name, chunk, cursor))
-                    if self.shutdown.requested:
-                        raise Stopped
-                break
-            except grpc.RpcError as exc:
-                if not is_transient(exc):
-                    raise explain(exc, self.client.addr, self.client.creds) from exc
-                delay = backoff.next_delay()
-                log.warning(
-                    "exporting chunk %s of %s stopped (%s); resuming in %.1fs",
-                    chunk,
-                    name,
-                    explain(exc, self.client.addr, self.client.creds),
-                    delay,
-                )
-                if self.shutdown.wait(delay):
-                    raise Stopped from exc
-        self.pipeline.submit(None, ChunkCursor(name, chunk, cursor, done=True))
+        position = cursor
+
+        def stream() -> None:
+            nonlocal position
+            for item in self.client.export_events(day, chunk, position):
+                position = item.cursor
+                self.pipeline.submit(self.body(item.event), ChunkCursor(name, chunk, position))
+                if self.shutdown.requested:
+                    raise Stopped
+
+        self.retrying(f"exporting chunk {chunk} of {name}", stream, lambda: position)
+        self.pipeline.submit(None, ChunkCursor(name, chunk, position, done=True))
         with self._lock:
             self._finished.setdefault(name, set()).add(chunk)
