@@ -46,3 +46,19 @@ def test_type_filter() -> None:
     assert allow.wants("a") and not allow.wants("b") and not allow.wants("c")
     everything = TypeFilter((), ("print",))
     assert everything.wants("x") and not everything.wants("print")
+
+
+def test_bodies_hold_no_more_memory_than_their_bytes() -> None:
+    """Events wait in queues: each must cost about its size, not a serialiser's buffer."""
+    import tracemalloc
+
+    struct = struct_pb2.Struct()
+    struct.update({"event": "exec", "command": "x" * 500})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        bodies = [struct_to_json(struct) for _ in range(2000)]
+        per_body = (tracemalloc.get_traced_memory()[0] - before) / len(bodies)
+    finally:
+        tracemalloc.stop()
+    assert per_body < 2 * len(bodies[0]), per_body
