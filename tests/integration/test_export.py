@@ -187,3 +187,46 @@ def test_untrusted_fluentd_certificate_names_the_fix(small_stack: Stack) -> None
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "certificate" in result.stderr and wrong_ca in result.stderr, result.stderr
+
+
+def test_certificate_key_and_ca_instead_of_an_identity_file(small_stack: Stack) -> None:
+    out = os.path.join(small_stack.root, "handler", "tls")
+    small_stack.tctl(
+        "auth", "sign", "--user=teleport-event-handler", "--format=tls", f"--out={out}", "--ttl=1h"
+    )
+    toml = small_stack.handler_toml(
+        start_time=small_stack.corpus_start(),
+        teleport__identity=None,
+        teleport__cert=f"{out}.crt",
+        teleport__key=f"{out}.key",
+        teleport__ca=f"{out}.cas",
+    )
+    _run_to_end(small_stack, toml)
+    _assert_complete(small_stack)
+
+
+def test_a_cluster_that_gains_bulk_export_continues_the_legacy_export(
+    small_template: str, tmp_path: Any
+) -> None:
+    stack = Stack.copy_of(small_template, str(tmp_path / "stack"), mode="legacy")
+    try:
+        addr = stack.start_teleport(extra=["--fault=latency_ms=400"])
+        stack.start_fluentd()
+        toml = stack.handler_toml(start_time=stack.corpus_start(), batch=100)
+        proc = stack.start_handler(toml)
+        deadline = time.monotonic() + 60
+        while stack.output_bytes() == 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert len(stack.received("audit")) < len(stack.teleport_uids())
+        # The backend is upgraded (say, to Athena): the same address now bulk-exports.
+        stack.stop_teleport()
+        stack.start_teleport(mode="bulk", port=int(addr.rsplit(":", 1)[1]))
+        _run_to_end(stack, toml)
+        _assert_complete(stack)
+        with open(os.path.join(stack.root, "handler.log")) as handle:
+            assert "continuing the legacy export with bulk export" in handle.read()
+    finally:
+        stack.stop()
