@@ -7,7 +7,8 @@ first event to the last (``--exit-on-last-event``) through the sandbox
 Fluentd over mutual TLS, and the table shows events/s (events at Fluentd
 divided by the handler's wall time, start-up included) and the handler's
 peak RSS (VmHWM, sampled every 20 ms). Scenarios cover both engines, JSON-array batches
-(the default) and one event per request (the Go plugin's wire form), with and
+(the default) and one event per request (the Go plugin's wire form), legacy pages of 500 (the sandbox TOML's
+``batch``) and of 20 (the Go template's), with and
 without 25 ms of added receiver latency (the latency of Teleport issue #56268).
 """
 
@@ -31,11 +32,13 @@ class Scenario:
     array: bool
     latency_ms: int = 0
     max_connections: int | None = None
+    page_size: int | None = None
 
 
 SCENARIOS = [
     Scenario("bulk, arrays of 200 (default)", "bulk", True),
-    Scenario("legacy, arrays of 200 (default)", "legacy", True),
+    Scenario("legacy, pages of 500, arrays of 200", "legacy", True),
+    Scenario("legacy, pages of 20 (Go template)", "legacy", True, page_size=20),
     Scenario("bulk, one event per request", "bulk", False),
     Scenario("legacy, one event per request", "legacy", False),
     Scenario("bulk, arrays, +25 ms latency", "bulk", True, 25),
@@ -57,6 +60,8 @@ def run(template: str, work: str, scenario: Scenario) -> tuple[int, float, int]:
         }
         if scenario.max_connections:
             overrides["fluentd__max_connections"] = scenario.max_connections
+        if scenario.page_size:
+            overrides["batch"] = scenario.page_size
         toml = stack.handler_toml(**overrides)
         started = time.monotonic()
         proc = stack.start_handler(toml, "--exit-on-last-event")
