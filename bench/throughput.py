@@ -1,15 +1,16 @@
 """End-to-end throughput and memory of teleport-event-handler on the sandbox.
 
-    .venv/bin/python bench/throughput.py [--events-per-day N] [--days D]
+    .venv/bin/python bench/throughput.py [--events-per-day N] [--days D] [--only TEXT]
 
 For each scenario a fresh copy of one sandbox cluster is exported from the
 first event to the last (``--exit-on-last-event``) through the sandbox
 Fluentd over mutual TLS, and the table shows events/s (events at Fluentd
 divided by the handler's wall time, start-up included) and the handler's
-peak RSS (VmHWM, sampled every 20 ms). Scenarios cover both engines, JSON-array batches
-(the default) and one event per request (the Go plugin's wire form), legacy pages of 500 (the sandbox TOML's
-``batch``) and of 20 (the Go template's), with and
-without 25 ms of added receiver latency (the latency of Teleport issue #56268).
+peak RSS (VmHWM, sampled every 20 ms). Scenarios cover both engines,
+JSON-array batches (the default) and one event per request (the Go plugin's
+wire form), legacy pages of 500 (the sandbox TOML's ``batch``) and of 20 (the
+Go template's), with and without 25 ms of added receiver latency (the latency
+of Teleport issue #56268).
 """
 
 from __future__ import annotations
