@@ -33,6 +33,7 @@ __all__ = [
     "project",
     "redact",
     "resource_ref",
+    "secret_values",
 ]
 
 CONNECTOR_KINDS = ("github", "saml", "oidc")
@@ -166,6 +167,21 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(item) for item in value]
     return copy.deepcopy(value)
+
+
+def secret_values(value: Any) -> List[str]:
+    """Every secret string in ``value`` (the values :func:`redact` hides), for ``no_log``."""
+    found: List[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _SECRET_KEYS and isinstance(item, str) and item:
+                found.append(item)
+            else:
+                found.extend(secret_values(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(secret_values(item))
+    return found
 
 
 def _read(runner: TctlRunner, kind: str, name: str) -> Optional[Dict[str, Any]]:

@@ -123,6 +123,7 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._resources 
     ensure_absent_by_name,
     ensure_resources,
     load_definitions,
+    secret_values,
 )
 from ansible_collections.teleport.event_handler.plugins.module_utils._tctl import (
     TCTL_ARGUMENT_SPEC,
@@ -154,12 +155,8 @@ def main():
             "definition or src"
         )
     try:
-        runner = runner_from_module(module)
-        if params["kind"]:
-            result = ensure_absent_by_name(
-                runner, params["kind"], params["name"], module.check_mode
-            )
-        else:
+        documents = None
+        if not params["kind"]:
             src_text = None
             source = "definition"
             if params["src"]:
@@ -170,6 +167,15 @@ def main():
                 except OSError as exc:
                     module.fail_json(msg=f"src: cannot read {params['src']} ({exc.strerror})")
             documents = load_definitions(params["definition"], src_text, source)
+            # A definition may carry a connector's secrets: keep them out of every
+            # output, the echo of the module's arguments at -vvv included.
+            module.no_log_values.update(secret_values(documents))
+        runner = runner_from_module(module)
+        if documents is None:
+            result = ensure_absent_by_name(
+                runner, params["kind"], params["name"], module.check_mode
+            )
+        else:
             result = ensure_resources(runner, documents, params["state"], module.check_mode)
     except (TctlError, ResourceError) as exc:
         module.fail_json(msg=str(exc))

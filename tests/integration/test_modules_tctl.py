@@ -208,6 +208,33 @@ def test_tctl_resource_from_the_guides_file(cluster: Cluster, tmp_path: Path) ->
     assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
 
 
+def test_tctl_resource_keeps_a_connector_secret_out_of_results(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The definition itself carries the secret: neither the diff nor the
+    # output at -vvv (which echoes the module's arguments) may show it.
+    connector = {
+        "kind": "github",
+        "version": "v3",
+        "metadata": {"name": "github"},
+        "spec": {
+            "client_id": "abc",
+            "client_secret": GITHUB_SECRET,
+            "display": "GitHub",
+            "teams_to_roles": [{"organization": "octocats", "team": "admins", "roles": ["access"]}],
+        },
+    }
+    args = dict(cluster.connection(), definition=connector)
+    results, output = run_playbook(
+        tmp_path, four_times("tctl_resource", args), env={"ANSIBLE_VERBOSITY": "3"}
+    )
+    assert changes(results) == [True, True, False, False]
+    stored = json.loads(cluster.tctl("get", "github/github", "--format=json", "--with-secrets"))
+    assert stored[0]["spec"]["client_secret"] == GITHUB_SECRET
+    assert "github/github" in output  # the diff is there, redacted
+    assert GITHUB_SECRET not in output and GITHUB_SECRET not in json.dumps(results)
+
+
 def test_tctl_grant_role_to_user_bot_and_connector(cluster: Cluster, tmp_path: Path) -> None:
     connection = cluster.connection()
     cluster.tctl("create", "-", stdin=json.dumps(IMPERSONATOR_ROLE))

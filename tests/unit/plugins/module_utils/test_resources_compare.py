@@ -20,6 +20,7 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._resources 
     matches,
     project,
     redact,
+    secret_values,
 )
 
 
@@ -93,3 +94,20 @@ def test_definitions_need_kind_and_name():
         load_definitions("kind: role\nspec: {}\n", None, "src /tmp/r.yaml")
     docs = load_definitions(None, '[{"kind": "role", "metadata": {"name": "a"}}]', "src x.json")
     assert docs == [{"kind": "role", "metadata": {"name": "a"}}]
+
+
+def test_secret_values_are_what_redact_hides():
+    docs = [
+        {"kind": "role", "metadata": {"name": "r"}, "spec": {"allow": {}}},
+        {
+            "kind": "saml",
+            "spec": {
+                "signing_key_pair": {"private_key": "PEM", "cert": "C"},
+                "client_secret": "",
+                "attributes_to_roles": [{"name": "groups", "value": "admins"}],
+            },
+        },
+        {"kind": "oidc", "spec": {"client_secret": "s3cr3t", "client_id": "id"}},
+    ]
+    assert secret_values(docs) == ["PEM", "s3cr3t"]
+    assert not set(secret_values(docs)) & set(str(redact(docs)).split("'"))
