@@ -242,6 +242,8 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         if not shutdown.requested:
             log.info("caught up with the last event: waiting for Fluentd to acknowledge")
             pipeline.wait_idle()
+    except Stopped:
+        pass  # a SIGTERM while Ping or the probe waited for Teleport: nothing was read
     except BaseException:
         shutdown.request()  # stop the senders: nothing unacknowledged gets committed
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -111,3 +112,26 @@ def test_dry_run_reads_everything_and_sends_nothing(odd_stack: Stack) -> None:
     proc = odd_stack.start_handler(toml, "--exit-on-last-event")
     assert proc.wait(RUN_TIMEOUT) == 0
     _complete(odd_stack)
+
+
+def test_sigterm_while_teleport_is_unreachable_exits_0(odd_template: str, tmp_path: Path) -> None:
+    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"))
+    try:
+        stack.start_teleport()
+        stack.stop_teleport()  # the address is known, nobody answers: Ping is retried
+        stack.start_fluentd()
+        proc = stack.start_handler(stack.handler_toml(start_time=stack.corpus_start()))
+        log = os.path.join(stack.root, "handler.log")
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "no Ping retry logged"
+            with open(log, errors="replace") as handle:
+                if "Ping failed" in handle.read():
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        with open(log, errors="replace") as handle:
+            assert "Traceback" not in handle.read()
+    finally:
+        stack.stop()
