@@ -110,15 +110,20 @@ def resource_ref(doc: Dict[str, Any], source: str = "definition") -> Tuple[str, 
 
 
 def _empty(value: Any) -> bool:
+    # Go's omitempty leaves out false and 0 as well as "", empty lists and maps.
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
     return value is None or value == "" or value == [] or value == {}
 
 
 def matches(wanted: Any, current: Any) -> bool:
     """True when ``current`` carries every value ``wanted`` sets.
 
-    Mappings compare only the keys ``wanted`` has; an empty value equals a
-    missing one (Teleport omits empty fields); lists compare element by element
-    with the same rule; Go durations compare by length of time.
+    Mappings compare only the keys ``wanted`` has; an empty value (false and 0
+    included) equals a missing one (Teleport omits empty fields); lists compare
+    element by element with the same rule; Go durations compare by length of time.
     """
     if isinstance(wanted, dict):
         if current is None:
