@@ -49,6 +49,10 @@ def inspect_identity(
     wanted_roles: Optional[Sequence[str]] = None,
 ) -> IdentityState:
     """Read ``path`` and decide whether it must be renewed (never raises for a bad file)."""
+    # sign_identity would fail without the directory: check mode must fail alike.
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise IdentityError(f"path: the directory {directory} does not exist; create it first")
     try:
         with open(path, "rb") as handle:
             data = handle.read()

@@ -298,8 +298,19 @@ def _kept_old_cas(loaded: Loaded, current_ca: Any, now: datetime.datetime) -> Li
 
 def plan_bundle(spec: BundleSpec, loaded: Loaded, now: datetime.datetime) -> Plan:
     """Decide, from what is on disk, what must be regenerated and why."""
+    # What would make apply_plan fail is found here, so check mode fails alike.
     if spec.key_type not in _pki.KEY_TYPES:
         raise BundleError(f"key_type: use one of {', '.join(_pki.KEY_TYPES)}")
+    if not os.path.isdir(spec.directory):
+        raise BundleError(f"path: the directory {spec.directory} does not exist; create it first")
+    for address in spec.ip_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise BundleError(
+                f"ip_addresses: {address!r} is not an IPv4 or IPv6 address; fix it, or put "
+                "a name in dns_names"
+            ) from None
     force = "force is set" if spec.force else ""
     ca = force or _check_ca(spec, loaded, now)
     if ca:

@@ -166,6 +166,26 @@ def test_the_forwarder_is_accepted_by_fluentd_with_the_bundle(tmp_path: Path) ->
             _handshake(port, files["ca.crt"], stranger / "client.crt", stranger / "client.key")
 
 
+def test_check_mode_fails_where_the_real_run_fails(tmp_path: Path) -> None:
+    # Check mode must report what a real run would do: a failure, not "changed".
+    missing = {"path": str(tmp_path / "missing"), "key_type": "ecdsa-p256"}
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    bad_ip = {"path": str(certs), "key_type": "ecdsa-p256", "ip_addresses": ["10.0.0.300"]}
+    tasks = [
+        {"teleport.event_handler.fluentd_mtls": args, "check_mode": check, "ignore_errors": True}
+        for args in (missing, bad_ip)
+        for check in (True, False)
+    ]
+    results, _ = run_playbook(tmp_path, tasks)
+    assert [bool(r.get("failed")) for r in results] == [True] * 4
+    assert results[0]["msg"] == results[1]["msg"]
+    assert "does not exist; create it first" in results[0]["msg"]
+    assert results[2]["msg"] == results[3]["msg"]
+    assert "ip_addresses" in results[2]["msg"] and "10.0.0.300" in results[2]["msg"]
+    assert list(certs.iterdir()) == []
+
+
 class _fluentd:
     """The sandbox Fluentd on 127.0.0.1 serving with the bundle's server certificate."""
 

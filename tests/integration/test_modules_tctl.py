@@ -365,6 +365,22 @@ def test_identity_renews_inside_renew_before(cluster: Cluster, tmp_path: Path) -
     assert results[5]["not_after"] > results[1]["not_after"]
 
 
+def test_identity_check_mode_fails_where_the_real_run_fails(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
+    sign = dict(cluster.connection(), user=HANDLER, path=str(tmp_path / "missing" / "identity"))
+    tasks = [
+        {"teleport.event_handler.tctl_identity": sign, "check_mode": check, "ignore_errors": True}
+        for check in (True, False)
+    ]
+    results, _ = run_playbook(tmp_path, tasks)
+    assert [bool(r.get("failed")) for r in results] == [True, True]
+    assert results[0]["msg"] == results[1]["msg"]
+    assert "does not exist; create it first" in results[0]["msg"]
+
+
 def test_failures_say_what_to_fix(cluster: Cluster, tmp_path: Path) -> None:
     cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
     cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
