@@ -248,6 +248,11 @@ class BulkEngine(Engine):
                 if found:
                     continue  # poll again at once: more may have been sealed meanwhile
                 if current < today:
+                    # Once the next day is stored, a restart no longer polls the
+                    # oldest backlog day: everything read so far must be
+                    # acknowledged and committed before it is left behind.
+                    if not self.pipeline.wait_idle():
+                        continue  # shutting down
                     current += datetime.timedelta(days=1)
                     self.state.add_date(_day(current))
                     oldest = _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))

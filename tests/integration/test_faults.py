@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -135,3 +138,59 @@ def test_sigterm_while_teleport_is_unreachable_exits_0(odd_template: str, tmp_pa
             assert "Traceback" not in handle.read()
     finally:
         stack.stop()
+
+
+def _state_db(stack: Stack) -> str:
+    port = stack.teleport_addr.rsplit(":", 1)[1]
+    return os.path.join(stack.storage, f"127.0.0.1_{port}", "state.sqlite3")
+
+
+def _bulk_dates(stack: Stack) -> list[str]:
+    path = _state_db(stack)
+    if not os.path.exists(path):
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return [row[0] for row in db.execute("SELECT date FROM dates ORDER BY date")]
+        except sqlite3.OperationalError:
+            return []
+
+
+@pytest.fixture(scope="module")
+def old_day_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One day of events a week ago, and nothing since."""
+    root = str(tmp_path_factory.mktemp("template-old-day") / "stack")
+    day = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=6)
+    Stack(root=root, days=1, events_per_day=300).init(["--start-date", day.isoformat()])
+    return root
+
+
+def test_days_left_behind_during_a_sink_outage_lose_nothing(
+    old_day_template: str, tmp_path: Path
+) -> None:
+    """Moving on past empty days must not drop a day whose events are unacknowledged."""
+    stack = Stack.copy_of(old_day_template, str(tmp_path / "stack"), mode="bulk")
+    try:
+        stack.start_teleport()
+        stack.start_fluentd()
+        stack.fluentd_faults(refuse=True)
+        toml = stack.handler_toml(start_time=stack.corpus_start())
+        proc = stack.start_handler(toml)
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        deadline = time.monotonic() + 8
+        while today not in _bulk_dates(stack) and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert stack.received("audit") == []
+        stack.fluentd_faults()
+        proc = stack.start_handler(toml, "--exit-on-last-event")
+        assert proc.wait(RUN_TIMEOUT) == 0
+        _complete(stack)
+    finally:
+        stack.stop()
+        log = os.path.join(stack.root, "handler.log")
+        if os.path.exists(log):
+            with open(log, errors="replace") as handle:
+                print(handle.read()[-3000:])
