@@ -180,8 +180,15 @@ class TctlRunner:
                 f"{command}: {detail}. tctl cannot reach the Auth Service at {address}: "
                 "check auth_server and that Teleport is running"
             )
-        elif kind in ("missing", "exists"):
-            message = f"{command}: {detail}"
+        elif kind == "missing":
+            # A read of a missing resource is not a failure (get returns None),
+            # so this is something the command needs: a role, a user or a bot.
+            message = (
+                f"{command}: {detail}. Create it first (for example with "
+                "teleport.event_handler.tctl_resource) or fix the name"
+            )
+        elif kind == "exists":
+            message = f"{command}: {detail}. It was created while the task ran; run the task again"
         else:
             message = f"{command} failed with exit code {rc}: {detail}"
         return TctlError(message, kind=kind, rc=rc)
