@@ -144,14 +144,17 @@ def load_bundle(spec: BundleSpec) -> Loaded:
     for part in PARTS:
         cert_data = _read(paths[part + "_cert"])
         key_data = _read(paths[part + "_key"])
-        if cert_data is None or key_data is None:
-            missing = paths[part + "_cert"] if cert_data is None else paths[part + "_key"]
-            problems[part] = f"{missing} does not exist"
+        if cert_data is None:
+            problems[part] = f"{paths[part + '_cert']} does not exist"
             continue
         try:
             certs[part] = _pki.load_certificate(cert_data, source=paths[part + "_cert"])
         except _pki.PkiError as exc:
             problems[part] = str(exc)
+            continue
+        if key_data is None:
+            # The certificate stays loaded: a CA rotated for a lost key stays trusted.
+            problems[part] = f"{paths[part + '_key']} does not exist"
             continue
         if part != "server":
             try:

@@ -202,3 +202,20 @@ def test_force_renews_everything(tmp_path):
     _converge(spec, now)
     plan = plan_bundle(spec._replace(force=True), load_bundle(spec), now)
     assert plan.ca == "force is set" and plan.server and plan.client
+
+
+def test_a_ca_rotated_for_a_lost_key_stays_trusted_without_a_bundle_file(tmp_path):
+    # Material made before the trust bundle existed (the Go plugin's configure
+    # writes none), then the CA key went missing: the CA must rotate, and the
+    # old CA, still valid and trusted by every peer, stays in the new bundle.
+    spec = _spec(tmp_path)
+    now = _pki.utcnow()
+    _converge(spec, now)
+    paths = bundle_paths(spec)
+    old_ca = _fingerprints(paths["ca_cert"])[0]
+    os.unlink(paths["ca_key"])
+    os.unlink(paths["trust_bundle"])
+    plan = _converge(spec, now)
+    assert plan.ca == f"{paths['ca_key']} does not exist"
+    new_ca = _fingerprints(paths["ca_cert"])[0]
+    assert _fingerprints(paths["trust_bundle"]) == [new_ca, old_ca]
