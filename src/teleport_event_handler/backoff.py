@@ -53,7 +53,10 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * self.factor**self.attempts)
+        try:
+            ceiling = min(self.cap, self.base * self.factor**self.attempts)
+        except OverflowError:  # hours into an outage, factor**attempts leaves float range
+            ceiling = self.cap
         self.attempts += 1
         return self._rng.uniform(self.base, ceiling)
 
