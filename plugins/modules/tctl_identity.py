@@ -52,7 +52,8 @@ options:
   ttl:
     description:
       - Lifetime of a new identity, a Go duration such as V(12h) or V(8760h). Teleport caps it
-        at the signer's C(max_session_ttl).
+        at the signer's C(max_session_ttl); the task warns when the capped identity is already
+        within O(renew_before), as every run would then sign a new one.
     type: str
     default: 12h
   renew_before:
@@ -208,6 +209,15 @@ def main():
             after = before._replace(user=user, roles=wanted_roles or [], not_after=now + ttl)
         elif reason:
             after = sign_identity(runner, user, path, format_duration(ttl), 0o600)
+            if after.not_after is not None and after.not_after - now <= renew_before:
+                module.warn(
+                    f"Teleport issued the identity for {user} until "
+                    f"{_pki.iso_utc(after.not_after)}, shorter than ttl ({params['ttl']}) and "
+                    f"within renew_before ({format_duration(renew_before)}), so every run will "
+                    "sign a new one. Teleport caps the ttl at the max_session_ttl of the signer's "
+                    "roles (an impersonator's role): set ttl to at most that, and renew_before "
+                    "shorter than ttl"
+                )
     except (TctlError, IdentityError) as exc:
         module.fail_json(msg=str(exc))
 

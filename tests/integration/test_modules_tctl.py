@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,6 +364,37 @@ def test_identity_renews_inside_renew_before(cluster: Cluster, tmp_path: Path) -
     assert changes(results) == [True, False, True, True, False, False]
     assert "within renew_before (2h)" in results[3]["reason"]
     assert results[5]["not_after"] > results[1]["not_after"]
+
+
+def test_identity_capped_below_renew_before_says_so(cluster: Cluster, tmp_path: Path) -> None:
+    # Teleport caps an impersonated identity at the impersonator's
+    # max_session_ttl; this tctl does that with a 1h cap. An identity issued
+    # for less than renew_before would be renewed on every run: say so.
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
+    capped = tmp_path / "capped-tctl"
+    capped.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = ['--ttl=1h' if a.startswith('--ttl=') else a for a in sys.argv[1:]]\n"
+        f"os.execv({str(BIN / 'sandbox-tctl')!r}, ['tctl', *args])\n"
+    )
+    capped.chmod(0o755)
+    sign = dict(
+        cluster.connection(),
+        tctl_path=str(capped),
+        user=HANDLER,
+        path=str(tmp_path / "identity"),
+        ttl="8760h",
+        renew_before="720h",
+    )
+    results, _ = run_playbook(tmp_path, [{"teleport.event_handler.tctl_identity": sign}])
+    assert results[0]["changed"]
+    not_after = datetime.datetime.fromisoformat(results[0]["not_after"].replace("Z", "+00:00"))
+    assert not_after - datetime.datetime.now(datetime.UTC) <= datetime.timedelta(hours=1)
+    warnings = " ".join(results[0].get("warnings", []))
+    assert "max_session_ttl" in warnings and "renew_before" in warnings
+    assert "every run" in warnings
 
 
 def test_identity_check_mode_fails_where_the_real_run_fails(
