@@ -166,6 +166,17 @@ def test_the_forwarder_is_accepted_by_fluentd_with_the_bundle(tmp_path: Path) ->
             _handshake(port, files["ca.crt"], stranger / "client.crt", stranger / "client.key")
 
 
+def test_check_mode_writes_nothing(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    args = {"path": str(certs), "key_type": "ecdsa-p256"}
+    results, _ = run_playbook(
+        tmp_path, [{"teleport.event_handler.fluentd_mtls": args, "check_mode": True}]
+    )
+    assert changes(results) == [True]
+    assert list(certs.iterdir()) == []
+
+
 def test_check_mode_fails_where_the_real_run_fails(tmp_path: Path) -> None:
     # Check mode must report what a real run would do: a failure, not "changed".
     missing = {"path": str(tmp_path / "missing"), "key_type": "ecdsa-p256"}

@@ -366,6 +366,31 @@ def test_identity_renews_inside_renew_before(cluster: Cluster, tmp_path: Path) -
     assert results[5]["not_after"] > results[1]["not_after"]
 
 
+def test_check_mode_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    connection = cluster.connection()
+    cluster.tctl("users", "add", "alice", "--roles=access")
+    identity = tmp_path / "identity"
+    tasks = [
+        {"teleport.event_handler.tctl_resource": dict(connection, definition=HANDLER_ROLE)},
+        {
+            "teleport.event_handler.tctl_grant_role": dict(
+                connection, user="alice", roles=["editor"]
+            )
+        },
+        {
+            "teleport.event_handler.tctl_identity": dict(
+                connection, user="alice", path=str(identity)
+            )
+        },
+    ]
+    results, _ = run_playbook(tmp_path, [dict(task, check_mode=True) for task in tasks])
+    assert changes(results) == [True, True, True]
+    with pytest.raises(subprocess.CalledProcessError):
+        cluster.get(f"role/{HANDLER}")
+    assert cluster.get("user/alice")["spec"]["roles"] == ["access"]
+    assert not identity.exists() and list(tmp_path.glob(".tctl-sign-*")) == []
+
+
 def test_identity_capped_below_renew_before_says_so(cluster: Cluster, tmp_path: Path) -> None:
     # Teleport caps an impersonated identity at the impersonator's
     # max_session_ttl; this tctl does that with a 1h cap. An identity issued
