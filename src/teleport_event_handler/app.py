@@ -127,6 +127,13 @@ def _progress(pipeline: Pipeline, shutdown: Shutdown) -> None:
         last, last_time = sent, now
 
 
+def _cancel_calls_on_shutdown(client: TeleportClient, shutdown: Shutdown) -> None:
+    """A SIGTERM ends Teleport calls and streams at once, not after their reply."""
+    while not shutdown.wait(3600.0):
+        pass
+    client.close()
+
+
 def run(config: Config, shutdown: Shutdown | None = None) -> int:
     """Run the export until it is stopped; the process exit code."""
     shutdown = shutdown or Shutdown()
@@ -187,6 +194,9 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     if unreachable:
         log.warning("%s; events will wait until it answers", unreachable)
     client = TeleportClient(config.teleport_addr, creds)
+    threading.Thread(
+        target=_cancel_calls_on_shutdown, args=(client, shutdown), name="cancel", daemon=True
+    ).start()
     pipeline = Pipeline(
         sink=sink,
         url=config.fluentd_url,

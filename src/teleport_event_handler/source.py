@@ -75,6 +75,8 @@ def call_with_retry(
         try:
             return call()
         except grpc.RpcError as exc:
+            if shutdown.requested:
+                raise Stopped from exc  # the shutdown cancelled the call
             if not is_transient(exc):
                 raise explain(exc, client.addr, client.creds) from exc
             if progress is not None and progress() != mark:
@@ -89,6 +91,10 @@ def call_with_retry(
             )
             if shutdown.wait(delay):
                 raise Stopped from exc
+        except ValueError as exc:
+            if shutdown.requested:
+                raise Stopped from exc  # the shutdown closed the channel before the call
+            raise
 
 
 def probe_bulk(client: TeleportClient, shutdown: Shutdown) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -191,8 +192,15 @@ class TeleportClient:
         self._auth = authservice_pb2_grpc.AuthServiceStub(self._channel)
         # Teleport's clients send their API version on every call.
         self._metadata = (("version", __version__),)
+        self._close_lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
+        """Close the channel: calls and streams in progress end at once (CANCELLED)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._channel.close()
 
     def ping(self) -> authservice_pb2.PingResponse:

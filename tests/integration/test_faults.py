@@ -194,3 +194,43 @@ def test_days_left_behind_during_a_sink_outage_lose_nothing(
         if os.path.exists(log):
             with open(log, errors="replace") as handle:
                 print(handle.read()[-3000:])
+
+
+@pytest.mark.parametrize("mode", ["bulk", "legacy"])
+def test_sigterm_during_a_stalled_teleport_call_exits_promptly(
+    odd_template: str, tmp_path: Path, mode: str
+) -> None:
+    """A reply that takes a minute must not hold up a SIGTERM: calls are cancelled."""
+    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode=mode)
+    proc = None
+    try:
+        stack.start_teleport(
+            extra=[
+                "--fault=methods=ExportUnstructuredEvents,GetUnstructuredEvents",
+                "--fault=latency_ms=60000",
+            ]
+        )
+        stack.start_fluentd()
+        proc = stack.start_handler(stack.handler_toml(start_time=stack.corpus_start()))
+        log = os.path.join(stack.root, "handler.log")
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "no engine chosen"
+            with open(log, errors="replace") as handle:
+                if ": using " in handle.read():
+                    break
+            time.sleep(0.1)
+        time.sleep(1.0)  # the engine's first call is now waiting for its reply
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert proc.wait(30) == 0
+        assert time.monotonic() - stopped < 5, "SIGTERM waited for Teleport's reply"
+        with open(log, errors="replace") as handle:
+            assert "Traceback" not in handle.read()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if stack._teleport is not None:  # its handler threads sleep out the latency
+            stack._teleport.kill()
+        stack.stop()
