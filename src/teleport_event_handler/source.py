@@ -292,8 +292,16 @@ class BulkEngine(Engine):
             )
             for chunk in todo
         ]
-        for future in concurrent.futures.as_completed(futures):
-            future.result()
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+        except BaseException:
+            # A chunk failed for good: stop the others now (they may be waiting on an
+            # unreachable Fluentd) so that the error is reported at once.
+            self.shutdown.request()
+            for future in futures:
+                future.cancel()
+            raise
         return len(todo)
 
     def _export_chunk(self, day: datetime.date, chunk: str, cursor: str) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from teleport_event_handler.sandbox.stack import Stack
-from teleport_event_handler.sandbox.teleport.corpus import CODES, all_events
+from teleport_event_handler.sandbox.teleport.corpus import CODES, Corpus, all_events
+from teleport_event_handler.state import ChunkCursor, State
 
 KNOWN_TYPES = set(CODES)
 
@@ -233,4 +234,39 @@ def test_sigterm_during_a_stalled_teleport_call_exits_promptly(
             proc.wait()
         if stack._teleport is not None:  # its handler threads sleep out the latency
             stack._teleport.kill()
+        stack.stop()
+
+
+def test_a_chunk_that_fails_for_good_stops_the_export_during_a_sink_outage(
+    odd_template: str, tmp_path: Path
+) -> None:
+    """One chunk's lasting error is reported at once, not after the other chunks."""
+    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode="bulk")
+    try:
+        stack.start_teleport()
+        stack.start_fluentd()
+        stack.fluentd_faults(refuse=True)
+        start = stack.corpus_start()
+        day = start.date().isoformat()
+        chunks = Corpus(stack.teleport_dir).chunk_ids(day)
+        assert len(chunks) >= 4, chunks
+        # A stored cursor Teleport no longer accepts for the first chunk listed.
+        state = State(os.path.dirname(_state_db(stack)))
+        state.settle_start_time(start, start)
+        state.add_date(day)
+        state.apply([ChunkCursor(day, chunks[0], "not-a-cursor")])
+        state.close()
+        toml = stack.handler_toml(start_time=start)
+        proc = stack.start_handler(toml, "--fluentd-max-connections=1", "--fluentd-batch-size=50")
+        try:
+            code = proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert code == 1
+        with open(os.path.join(stack.root, "handler.log"), errors="replace") as handle:
+            text = handle.read()
+        assert "INVALID_ARGUMENT" in text and "Traceback" not in text, text[-2000:]
+    finally:
         stack.stop()
