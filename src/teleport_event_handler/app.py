@@ -50,6 +50,7 @@ log = logging.getLogger("teleport_event_handler")
 # Bulk export polls a day for new chunks this often once caught up (Teleport: 16 s).
 BULK_POLL_INTERVAL = 16.0
 PROGRESS_INTERVAL = 60.0
+SHUTDOWN_GRACE = 5.0
 
 
 class DeadLetters:
@@ -258,10 +259,13 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         shutdown.request()  # stop the senders: nothing unacknowledged gets committed
         raise
     finally:
-        pipeline.close()
+        # Stopping on a signal, requests in flight get SHUTDOWN_GRACE to finish
+        # (as the Go plugin's 5 s); then they are aborted, and never committed.
+        pipeline.close(SHUTDOWN_GRACE if shutdown.requested else 30.0)
         shutdown.request()
         client.close()
         sink.close()
+        pipeline.join(SHUTDOWN_GRACE)
         state.close()
     log.info(
         "stopped: %d events sent and committed%s",

@@ -67,7 +67,7 @@ class Pipeline:
         self._as_array = as_array
         self._flush_interval = flush_interval
         self._max_batch_bytes = max_batch_bytes
-        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=max(2, workers * 2))
+        self._queue: queue.Queue[_Batch] = queue.Queue(maxsize=max(2, workers * 2))
         self._build_lock = threading.Lock()
         self._current = _Batch(seq=0)
         self._next_seq = 1
@@ -95,17 +95,25 @@ class Pipeline:
         self._flusher.start()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Send what is queued (unless shutting down), then stop the senders."""
+        """Send what is queued (unless shutting down), then stop the senders.
+
+        Waits at most ``timeout``; a sender still inside a request after that
+        is ended by closing the sink, and ``join`` waits for it.
+        """
         if not self._started:
             return
         self.flush()
         self._closed = True
-        for _ in self._workers:
-            self._queue.put(None)
+        self.join(timeout)
+        self._flusher.join(1.0)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the senders to finish."""
+        if not self._started:
+            return
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        self._flusher.join(1.0)
 
     # -- producer side ------------------------------------------------------------
 
@@ -155,9 +163,12 @@ class Pipeline:
 
     def _work(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
-                return
+            try:
+                batch = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closed:
+                    return  # closed and drained
+                continue
             if self._shutdown.requested and self._failure is None:
                 continue  # leave it unsent and uncommitted: it is re-read next start
             try:

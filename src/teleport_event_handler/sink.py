@@ -68,6 +68,10 @@ _NOT_TLS = {
 }
 
 
+# The start-up check gives up after this long: a slow receiver only warns.
+CHECK_TIMEOUT = 5.0
+
+
 class SinkError(Exception):
     """Fluentd client configuration or TLS trust that retrying cannot fix."""
 
@@ -255,6 +259,8 @@ class FluentdClient:
             return None
         target = self._target(url)
         conn = self._new_connection(target)
+        # Short, so a hung receiver delays start-up (and a SIGTERM) by seconds at most.
+        conn.timeout = min(self.timeout, CHECK_TIMEOUT)
         try:
             conn.request("GET", target.path, headers={"Connection": "close"})
             conn.getresponse().read()

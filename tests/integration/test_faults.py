@@ -270,3 +270,32 @@ def test_a_chunk_that_fails_for_good_stops_the_export_during_a_sink_outage(
         assert "INVALID_ARGUMENT" in text and "Traceback" not in text, text[-2000:]
     finally:
         stack.stop()
+
+
+def test_sigterm_with_a_hung_fluentd_exits_after_the_grace_period(odd_stack: Stack) -> None:
+    """Requests stuck at a receiver get 5 s (as the Go plugin), then are aborted uncommitted."""
+    odd_stack.start_teleport()
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
+    proc = odd_stack.start_handler(toml)
+    log = os.path.join(odd_stack.root, "handler.log")
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "never connected"
+        with open(log, errors="replace") as handle:
+            if ": using " in handle.read():
+                break
+        time.sleep(0.05)
+    odd_stack.fluentd_faults(latency_ms=60_000)
+    time.sleep(2.0)  # every sender is now inside a request that will not be answered
+    proc.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert proc.wait(30) == 0
+    assert time.monotonic() - stopped < 9, "SIGTERM waited for the hung receiver"
+    odd_stack.fluentd_faults()
+    odd_stack.stop_fluentd()  # its handler threads still sleep out the latency
+    odd_stack.start_fluentd()
+    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
+    restarted = odd_stack.start_handler(toml, "--exit-on-last-event")
+    assert restarted.wait(RUN_TIMEOUT) == 0
+    _complete(odd_stack)
