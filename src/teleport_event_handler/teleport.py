@@ -32,6 +32,10 @@ API_SERVER_NAME = "teleport.cluster.local"
 # Teleport caps one event and one page at 1 MiB, but older servers and other
 # backends have sent more; a generous limit keeps one big event from wedging us.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A chunk's export stream is given this long, then resumed from its cursor: a
+# server that keeps the connection alive but stops sending cannot stall a
+# chunk for good (keepalive only catches dead connections).
+STREAM_TIMEOUT = 300.0
 RENEW_HINT = (
     "renew it with 'tctl auth sign --user=<user> --format=file --out=<path> --ttl=<ttl>' "
     "or let tbot keep it current"
@@ -165,10 +169,17 @@ def is_unimplemented(exc: grpc.RpcError) -> bool:
 class TeleportClient:
     """The Auth Service calls the forwarder makes, over one channel."""
 
-    def __init__(self, addr: str, creds: Credentials, call_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        creds: Credentials,
+        call_timeout: float = 60.0,
+        stream_timeout: float = STREAM_TIMEOUT,
+    ) -> None:
         self.addr = addr
         self.creds = creds
         self.call_timeout = call_timeout
+        self.stream_timeout = stream_timeout
         channel_creds = grpc.ssl_channel_credentials(
             root_certificates=creds.ca_pems,
             private_key=creds.private_key_pem,
@@ -249,7 +260,9 @@ class TeleportClient:
         request = auditlog_pb2.ExportUnstructuredEventsRequest(
             date=timestamp(_midnight(date)), chunk=chunk, cursor=cursor
         )
-        stream: Any = self._audit.ExportUnstructuredEvents(request, metadata=self._metadata)
+        stream: Any = self._audit.ExportUnstructuredEvents(
+            request, timeout=self.stream_timeout, metadata=self._metadata
+        )
         try:
             yield from stream
         finally:
