@@ -94,9 +94,12 @@ class DeadLetters:
 def load_credentials(config: Config) -> Credentials:
     if config.teleport_identity:
         creds = load_identity_file(config.teleport_identity)
-    else:
-        assert config.teleport_cert and config.teleport_key and config.teleport_ca
+    elif config.teleport_cert and config.teleport_key and config.teleport_ca:
         creds = load_key_pair(config.teleport_cert, config.teleport_key, config.teleport_ca)
+    else:
+        raise TeleportError(
+            "no Teleport credentials: set [teleport] identity, or cert, key and ca together"
+        )
     check_not_expired(creds)
     return creds
 
