@@ -75,10 +75,9 @@ def test_kill_9_at_random_points_loses_nothing(big_stack: Stack) -> None:
 def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
     toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     proc = big_stack.start_handler(toml)
-    deadline = time.monotonic() + 120
-    while big_stack.output_bytes() < 5_000_000:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    big_stack.wait_until(
+        proc, lambda: big_stack.output_bytes() >= 5_000_000, "output at Fluentd", 120
+    )
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     partial = len(big_stack.received("audit"))
@@ -91,10 +90,9 @@ def test_sigterm_finishes_in_flight_and_resumes(big_stack: Stack) -> None:
 def test_sink_outage_then_recovery_loses_nothing(big_stack: Stack) -> None:
     toml = big_stack.handler_toml(start_time=big_stack.corpus_start())
     proc = big_stack.start_handler(toml, "--exit-on-last-event")
-    deadline = time.monotonic() + 120
-    while big_stack.output_bytes() < 3_000_000:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    big_stack.wait_until(
+        proc, lambda: big_stack.output_bytes() >= 3_000_000, "output at Fluentd", 120
+    )
     big_stack.fluentd_faults(refuse=True)
     time.sleep(2)
     big_stack.fluentd_faults(status=503, status_rate=1.0)
@@ -214,10 +212,7 @@ def test_a_cluster_that_gains_bulk_export_continues_the_legacy_export(
         stack.start_fluentd()
         toml = stack.handler_toml(start_time=stack.corpus_start(), batch=100)
         proc = stack.start_handler(toml)
-        deadline = time.monotonic() + 60
-        while stack.output_bytes() == 0:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        stack.wait_until(proc, lambda: stack.output_bytes() > 0, "output at Fluentd", 60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert len(stack.received("audit")) < len(stack.teleport_uids())
@@ -226,7 +221,6 @@ def test_a_cluster_that_gains_bulk_export_continues_the_legacy_export(
         stack.start_teleport(mode="bulk", port=int(addr.rsplit(":", 1)[1]))
         _run_to_end(stack, toml)
         _assert_complete(stack)
-        with open(os.path.join(stack.root, "handler.log")) as handle:
-            assert "continuing the legacy export with bulk export" in handle.read()
+        assert "continuing the legacy export with bulk export" in stack.handler_log()
     finally:
         stack.stop()

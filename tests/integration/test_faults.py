@@ -36,10 +36,7 @@ def odd_stack(request: pytest.FixtureRequest, odd_template: str, tmp_path: Path)
     stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode=request.param)
     yield stack
     stack.stop()
-    log = os.path.join(stack.root, "handler.log")
-    if os.path.exists(log):
-        with open(log, errors="replace") as handle:
-            print(handle.read()[-3000:])
+    print(stack.handler_log()[-3000:])
 
 
 def _complete(stack: Stack) -> None:
@@ -76,10 +73,7 @@ def test_teleport_outage_pauses_the_export(odd_stack: Stack) -> None:
     odd_stack.start_fluentd()
     toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
     proc = odd_stack.start_handler(toml, "--exit-on-last-event")
-    deadline = time.monotonic() + 60
-    while odd_stack.output_bytes() == 0:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    odd_stack.wait_until(proc, lambda: odd_stack.output_bytes() > 0, "output at Fluentd", 60)
     odd_stack.stop_teleport()
     time.sleep(3.0)
     assert proc.poll() is None, "the handler gave up during the outage"
@@ -125,18 +119,12 @@ def test_sigterm_while_teleport_is_unreachable_exits_0(odd_template: str, tmp_pa
         stack.stop_teleport()  # the address is known, nobody answers: Ping is retried
         stack.start_fluentd()
         proc = stack.start_handler(stack.handler_toml(start_time=stack.corpus_start()))
-        log = os.path.join(stack.root, "handler.log")
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "no Ping retry logged"
-            with open(log, errors="replace") as handle:
-                if "Ping failed" in handle.read():
-                    break
-            time.sleep(0.1)
+        stack.wait_until(
+            proc, lambda: "Ping failed" in stack.handler_log(), "Ping retry logged", 30
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        with open(log, errors="replace") as handle:
-            assert "Traceback" not in handle.read()
+        assert "Traceback" not in stack.handler_log()
     finally:
         stack.stop()
 
@@ -191,10 +179,7 @@ def test_days_left_behind_during_a_sink_outage_lose_nothing(
         _complete(stack)
     finally:
         stack.stop()
-        log = os.path.join(stack.root, "handler.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as handle:
-                print(handle.read()[-3000:])
+        print(stack.handler_log()[-3000:])
 
 
 @pytest.mark.parametrize("mode", ["bulk", "legacy"])
@@ -213,21 +198,13 @@ def test_sigterm_during_a_stalled_teleport_call_exits_promptly(
         )
         stack.start_fluentd()
         proc = stack.start_handler(stack.handler_toml(start_time=stack.corpus_start()))
-        log = os.path.join(stack.root, "handler.log")
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "no engine chosen"
-            with open(log, errors="replace") as handle:
-                if ": using " in handle.read():
-                    break
-            time.sleep(0.1)
+        stack.wait_until(proc, lambda: ": using " in stack.handler_log(), "engine chosen", 30)
         time.sleep(1.0)  # the engine's first call is now waiting for its reply
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         assert proc.wait(30) == 0
         assert time.monotonic() - stopped < 5, "SIGTERM waited for Teleport's reply"
-        with open(log, errors="replace") as handle:
-            assert "Traceback" not in handle.read()
+        assert "Traceback" not in stack.handler_log()
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -265,8 +242,7 @@ def test_a_chunk_that_fails_for_good_stops_the_export_during_a_sink_outage(
                 proc.kill()
                 proc.wait()
         assert code == 1
-        with open(os.path.join(stack.root, "handler.log"), errors="replace") as handle:
-            text = handle.read()
+        text = stack.handler_log()
         assert "INVALID_ARGUMENT" in text and "Traceback" not in text, text[-2000:]
     finally:
         stack.stop()
@@ -278,14 +254,7 @@ def test_sigterm_with_a_hung_fluentd_exits_after_the_grace_period(odd_stack: Sta
     odd_stack.start_fluentd()
     toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())
     proc = odd_stack.start_handler(toml)
-    log = os.path.join(odd_stack.root, "handler.log")
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "never connected"
-        with open(log, errors="replace") as handle:
-            if ": using " in handle.read():
-                break
-        time.sleep(0.05)
+    odd_stack.wait_until(proc, lambda: ": using " in odd_stack.handler_log(), "engine chosen", 30)
     odd_stack.fluentd_faults(latency_ms=60_000)
     time.sleep(2.0)  # every sender is now inside a request that will not be answered
     proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,6 +395,32 @@ class Stack:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
+
+    def handler_log(self) -> str:
+        path = os.path.join(self.root, "handler.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, errors="replace") as handle:
+            return handle.read()
+
+    def wait_until(
+        self,
+        proc: subprocess.Popen[bytes],
+        ready: Callable[[], bool],
+        what: str,
+        timeout: float = 60.0,
+    ) -> None:
+        """Poll ``ready`` while the handler ``proc`` runs; fail if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the handler exited {proc.returncode} before {what}; "
+                    f"see {self.root}/handler.log"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} within {timeout}s; see {self.root}/handler.log")
+            time.sleep(0.05)
 
     # -- what arrived ----------------------------------------------------------------
 
