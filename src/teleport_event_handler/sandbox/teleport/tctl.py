@@ -448,17 +448,22 @@ def cmd_users_rm(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_users_ls(session: Session, args: argparse.Namespace) -> int:
-    session.allow("user", "list", "read")
-    users = session.store.list("user")
-    if args.format == "json":
-        session.out.write(json.dumps(users, indent=4) + "\n")
-    elif not users:
-        session.out.write("No users found\n")
+def _list(session: Session, kind: str, output_format: str, empty: str) -> int:
+    """``users ls`` and ``bots ls``: JSON, or tctl's table, or its "none" line."""
+    session.allow(kind, "list", "read")
+    docs = session.store.list(kind)
+    if output_format == "json":
+        session.out.write(json.dumps(docs, indent=4) + "\n")
+    elif not docs:
+        session.out.write(empty + "\n")
     else:
-        headers, rows = _text_rows("user", users)
+        headers, rows = _text_rows(kind, docs)
         session.out.write(_table(headers, rows) + "\n")
     return 0
+
+
+def cmd_users_ls(session: Session, args: argparse.Namespace) -> int:
+    return _list(session, "user", args.format, "No users found")
 
 
 def cmd_bots_add(session: Session, args: argparse.Namespace) -> int:
@@ -552,16 +557,7 @@ def cmd_bots_rm(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_bots_ls(session: Session, args: argparse.Namespace) -> int:
-    session.allow("bot", "list", "read")
-    bots = session.store.list("bot")
-    if args.format == "json":
-        session.out.write(json.dumps(bots, indent=4) + "\n")
-    elif not bots:
-        session.out.write("No bots found\n")
-    else:
-        headers, rows = _text_rows("bot", bots)
-        session.out.write(_table(headers, rows) + "\n")
-    return 0
+    return _list(session, "bot", args.format, "No bots found")
 
 
 def cmd_auth_sign(session: Session, args: argparse.Namespace) -> int:
