@@ -1260,7 +1260,8 @@ class _FileChecker:
             self.res.add(name, str(exc), "give a PEM certificate")
             return None
         fix = (
-            "issue a new client certificate (e.g. 'teleport-event-handler configure')"
+            "issue a new client certificate (e.g. with the teleport.event_handler.fluentd_mtls "
+            "module)"
             if name == "fluentd_cert"
             else "issue a new certificate with 'tctl auth sign', or use an identity file"
         )
