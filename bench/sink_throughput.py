@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tests" / "unit" / "sandbox"))  # the certificate 
 from fluentd_certs import fluent_conf, make_fluentd_certs  # noqa: E402
 
 from teleport_event_handler.backoff import Shutdown  # noqa: E402
-from teleport_event_handler.sandbox.fluentd import read_records  # noqa: E402
 from teleport_event_handler.sink import FluentdClient  # noqa: E402
+from teleport_sandbox.fluentd import read_records  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -114,7 +114,7 @@ def main() -> int:
     conf = work / "fluent.conf"
     conf.write_text(fluent_conf(certs, out, match="**"))
     port_file = work / "port"
-    command = [sys.executable, "-m", "teleport_event_handler.sandbox.fluentd"]
+    command = [sys.executable, "-m", "teleport_sandbox.fluentd"]
     receiver = subprocess.Popen(
         [*command, "--config", str(conf), "--port", "0", "--port-file", str(port_file)]
     )

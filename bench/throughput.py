@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from teleport_event_handler.sandbox.stack import Stack
+from teleport_sandbox.stack import Stack
 
 
 @dataclass

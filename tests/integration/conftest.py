@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from teleport_event_handler.sandbox.stack import Stack
+from teleport_sandbox.stack import Stack
 
 # At least 100,000 events over at least 3 days (issue #2's bar).
 DAYS = 3

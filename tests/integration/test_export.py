@@ -14,8 +14,8 @@ import subprocess
 import time
 from typing import Any
 
-from teleport_event_handler.sandbox.stack import Stack
-from teleport_event_handler.sandbox.teleport.corpus import all_events
+from teleport_sandbox.stack import Stack
+from teleport_sandbox.teleport.corpus import all_events
 
 RUN_TIMEOUT = 600
 

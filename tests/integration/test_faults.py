@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from teleport_event_handler.sandbox.stack import Stack
-from teleport_event_handler.sandbox.teleport.corpus import CODES, Corpus, all_events
 from teleport_event_handler.state import ChunkCursor, State
+from teleport_sandbox.stack import Stack
+from teleport_sandbox.teleport.corpus import CODES, Corpus, all_events
 
 KNOWN_TYPES = set(CODES)
 

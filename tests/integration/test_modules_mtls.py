@@ -21,8 +21,8 @@ from test_modules_support import BIN, changes, four_times, mode_of, run_playbook
 
 from teleport_event_handler import pki
 from teleport_event_handler.backoff import Shutdown
-from teleport_event_handler.sandbox.stack import FLUENT_CONF
 from teleport_event_handler.sink import FluentdClient
+from teleport_sandbox.stack import FLUENT_CONF
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,13 +13,13 @@ from sandbox.fluentd_certs import FluentdCerts, fluent_conf, make_fluentd_certs
 
 from teleport_event_handler import pki
 from teleport_event_handler.backoff import Backoff, Shutdown
-from teleport_event_handler.sandbox.fluentd import (
+from teleport_event_handler.sink import FluentdClient, ShutdownRequested, SinkError
+from teleport_sandbox.fluentd import (
     Faults,
     FluentdServer,
     build_config,
     read_records,
 )
-from teleport_event_handler.sink import FluentdClient, ShutdownRequested, SinkError
 
 
 def fast_backoff() -> Backoff:

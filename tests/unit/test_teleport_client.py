@@ -10,13 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from teleport_event_handler.sandbox.stack import Stack
 from teleport_event_handler.teleport import (
     TeleportClient,
     check_not_expired,
     is_transient,
     load_identity_file,
 )
+from teleport_sandbox.stack import Stack
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from teleport_server_support import Client, Cluster, make_cluster
 
-from teleport_event_handler.sandbox.teleport import faults, server
+from teleport_sandbox.teleport import faults, server
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from teleport_event_handler import pki
-from teleport_event_handler.sandbox.stack import make_fluentd_material
+from teleport_sandbox.stack import make_fluentd_material
 
 PASSPHRASE = "sandbox-passphrase-0123456789abcdef"
 

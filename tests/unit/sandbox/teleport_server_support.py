@@ -20,7 +20,7 @@ import grpc
 from teleport_event_handler import pki
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2, auditlog_pb2_grpc
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2_grpc
-from teleport_event_handler.sandbox.teleport import authority, corpus, resources
+from teleport_sandbox.teleport import authority, corpus, resources
 
 # Users made in every test cluster, with the roles their identities carry.
 USERS: dict[str, tuple[str, ...]] = {

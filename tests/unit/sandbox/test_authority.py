@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from teleport_event_handler import pki
-from teleport_event_handler.sandbox.teleport import authority
-from teleport_event_handler.sandbox.teleport.resources import (
+from teleport_sandbox.teleport import authority
+from teleport_sandbox.teleport.resources import (
     AccessDenied,
     NotFound,
     ResourceStore,

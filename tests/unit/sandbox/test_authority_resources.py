@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from teleport_event_handler.sandbox.teleport import resources
-from teleport_event_handler.sandbox.teleport.resources import (
+from teleport_sandbox.teleport import resources
+from teleport_sandbox.teleport.resources import (
     AccessDenied,
     AlreadyExists,
     BadParameter,
@@ -155,7 +155,7 @@ def test_concurrent_writers_from_processes_lose_nothing(store: ResourceStore) ->
     script = textwrap.dedent(
         """
         import sys
-        from teleport_event_handler.sandbox.teleport.resources import ResourceStore
+        from teleport_sandbox.teleport.resources import ResourceStore
         store = ResourceStore(sys.argv[1])
         for i in range(15):
             store.create({"kind": "lock", "metadata": {"name": f"{sys.argv[2]}-{i}"},

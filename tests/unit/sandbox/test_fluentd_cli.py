@@ -13,9 +13,9 @@ from pathlib import Path
 
 from fluentd_certs import FluentdCerts, fluent_conf, make_fluentd_certs
 
-from teleport_event_handler.sandbox.fluentd import read_records
+from teleport_sandbox.fluentd import read_records
 
-COMMAND = [sys.executable, "-m", "teleport_event_handler.sandbox.fluentd"]
+COMMAND = [sys.executable, "-m", "teleport_sandbox.fluentd"]
 
 
 def _wait_for_port(process: subprocess.Popen[bytes], port_file: Path) -> int:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from teleport_event_handler.sandbox.fluentd.conf import (
+from teleport_sandbox.fluentd.conf import (
     ConfigError,
     TagRouter,
     build_config,
     compile_pattern,
     load_config,
 )
-from teleport_event_handler.sandbox.fluentd.records import (
+from teleport_sandbox.fluentd.records import (
     BadRequest,
     RecordParser,
     TimeParser,

@@ -17,7 +17,7 @@ import pytest
 from fluentd_certs import FluentdCerts, fluent_conf, make_fluentd_certs
 
 from teleport_event_handler import pki
-from teleport_event_handler.sandbox.fluentd import (
+from teleport_sandbox.fluentd import (
     ConfigError,
     Faults,
     FluentdServer,

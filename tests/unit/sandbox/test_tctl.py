@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from teleport_event_handler import pki
-from teleport_event_handler.sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
+from teleport_sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
 
 TCTL = str(Path(sys.executable).with_name("sandbox-tctl"))
 

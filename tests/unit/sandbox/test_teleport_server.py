@@ -28,7 +28,7 @@ from teleport_event_handler.protos.teleport.legacy.client.proto import (
     authservice_pb2_grpc,
 )
 from teleport_event_handler.protos.teleport.legacy.types import types_pb2
-from teleport_event_handler.sandbox.teleport import authority, corpus, server
+from teleport_sandbox.teleport import authority, corpus, server
 
 
 def _times(events: list) -> list[int]:

@@ -28,7 +28,7 @@ from teleport_server_support import (
 )
 
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
-from teleport_event_handler.sandbox.teleport import corpus
+from teleport_sandbox.teleport import corpus
 
 CLI = str(Path(sys.executable).with_name("sandbox-teleport"))
 

@@ -22,7 +22,7 @@ from teleport_server_support import (
 )
 
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
-from teleport_event_handler.sandbox.teleport import corpus, faults, server
+from teleport_sandbox.teleport import corpus, faults, server
 
 
 def _code(call: object) -> grpc.StatusCode:

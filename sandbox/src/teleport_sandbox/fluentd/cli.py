@@ -15,7 +15,8 @@ import threading
 import time
 from types import FrameType
 
-from ... import pki
+from teleport_event_handler import pki
+
 from .conf import ConfigError, load_config
 from .server import DEFAULT_FLUSH_INTERVAL, Faults, FluentdServer
 

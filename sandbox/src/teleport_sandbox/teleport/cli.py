@@ -115,7 +115,7 @@ def _print_json(value: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from teleport_event_handler.sandbox.teleport import authority, corpus
+    from teleport_sandbox.teleport import authority, corpus
 
     os.makedirs(args.data_dir, exist_ok=True)
     authority.init_authority(args.data_dir, args.cluster_name or authority.DEFAULT_CLUSTER_NAME)
@@ -157,7 +157,7 @@ def _write_port_file(path: str, port: int) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from teleport_event_handler.sandbox.teleport import corpus, faults, server
+    from teleport_sandbox.teleport import corpus, faults, server
 
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -199,7 +199,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_append(args: argparse.Namespace) -> int:
-    from teleport_event_handler.sandbox.teleport import corpus
+    from teleport_sandbox.teleport import corpus
 
     if args.failed_logins and args.event_type not in (None, "user.login"):
         raise corpus.CorpusError("append: --failed-logins makes user.login events; drop --type")
@@ -221,7 +221,7 @@ def _cmd_append(args: argparse.Namespace) -> int:
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from teleport_event_handler.sandbox.teleport import faults
+    from teleport_sandbox.teleport import faults
 
     if args.action == "set":
         _print_json(faults.update_faults(args.data_dir, faults.parse_assignments(args.assignments)))
@@ -234,7 +234,7 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from teleport_event_handler.sandbox.teleport import corpus
+    from teleport_sandbox.teleport import corpus
 
     _print_json(corpus.info(args.data_dir))
     return 0
@@ -242,9 +242,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from teleport_event_handler.sandbox.teleport.corpus import CorpusError
-    from teleport_event_handler.sandbox.teleport.faults import FaultError
-    from teleport_event_handler.sandbox.teleport.resources import SandboxError
+    from teleport_sandbox.teleport.corpus import CorpusError
+    from teleport_sandbox.teleport.faults import FaultError
+    from teleport_sandbox.teleport.resources import SandboxError
 
     handlers = {
         "init": _cmd_init,

@@ -1,4 +1,4 @@
-"""``python -m teleport_event_handler.sandbox.demo``: the main job on this machine.
+"""``python -m teleport_sandbox.demo``: the main job on this machine.
 
 Builds a sandbox Teleport cluster (with a few days of audit events), the
 event handler's role, user and identity, Fluentd mTLS material and a sandbox
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from teleport_event_handler.sandbox.stack import Stack
+from teleport_sandbox.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:

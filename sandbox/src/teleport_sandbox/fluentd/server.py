@@ -26,7 +26,8 @@ from typing import IO, Any, cast
 
 import orjson
 
-from ... import pki
+from teleport_event_handler import pki
+
 from .conf import ConfigError, FluentConfig, TagRouter, TlsConfig
 from .records import BadRequest, Output, RecordParser, make_output
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from teleport_event_handler.sandbox.teleport.corpus import FLAG_OVERSIZED, FLAG_UNKNOWN
+from teleport_sandbox.teleport.corpus import FLAG_OVERSIZED, FLAG_UNKNOWN
 
 __all__ = [
     "FAULTS_FILE",

@@ -38,8 +38,8 @@ import yaml
 
 from teleport_event_handler import pki
 from teleport_event_handler.durations import DurationError, format_duration, go_seconds
-from teleport_event_handler.sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
-from teleport_event_handler.sandbox.teleport.resources import (
+from teleport_sandbox.teleport import DATA_DIR_ENV, TELEPORT_VERSION, authority
+from teleport_sandbox.teleport.resources import (
     DEFAULT_VERSIONS,
     AccessDenied,
     AlreadyExists,

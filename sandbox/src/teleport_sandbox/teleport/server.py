@@ -39,8 +39,8 @@ import grpc
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
 from teleport_event_handler.protos.teleport.legacy.types import types_pb2
-from teleport_event_handler.sandbox.teleport import TELEPORT_VERSION, authority, resources
-from teleport_event_handler.sandbox.teleport.corpus import (
+from teleport_sandbox.teleport import TELEPORT_VERSION, authority, resources
+from teleport_sandbox.teleport.corpus import (
     MAX_EVENT_BYTES_IN_RESPONSE,
     Corpus,
     append_events,
@@ -48,7 +48,7 @@ from teleport_event_handler.sandbox.teleport.corpus import (
     encode_chunk_cursor,
     varint,
 )
-from teleport_event_handler.sandbox.teleport.faults import CallFaults, FaultInjector
+from teleport_sandbox.teleport.faults import CallFaults, FaultInjector
 
 __all__ = [
     "AUDIT_SERVICE",

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from teleport_event_handler import pki
-from teleport_event_handler.sandbox.teleport.resources import (
+from teleport_sandbox.teleport.resources import (
     BOT_LABEL,
     AccessDenied,
     BadParameter,

@@ -1,9 +1,0 @@
-"""``python -m teleport_event_handler.sandbox.fluentd``: the same as ``sandbox-fluentd``."""
-
-from __future__ import annotations
-
-import sys
-
-from .cli import main
-
-sys.exit(main())
