@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
+
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
 from teleport_event_handler.protos.teleport.legacy.types import types_pb2
@@ -106,6 +108,17 @@ def test_auth_service_and_lock_match_teleport() -> None:
     assert _fields(types_pb2.LockTarget)["Login"] == 3
     assert _fields(types_pb2.Metadata)["Name"] == 1
     assert _fields(types_pb2.Metadata)["Expires"] == 6
+
+
+def test_metadata_field_7_is_reserved_as_in_teleport() -> None:
+    """Teleport's api/proto/teleport/legacy/types/types.proto (message Metadata)
+    reserves field 7, the old ``ID``: we neither define nor send it."""
+    assert 7 not in _fields(types_pb2.Metadata).values()
+    assert "ID" not in _fields(types_pb2.Metadata)
+    message = descriptor_pb2.DescriptorProto()
+    types_pb2.Metadata.DESCRIPTOR.CopyToProto(message)
+    assert any(r.start <= 7 < r.end for r in message.reserved_range)
+    assert _fields(types_pb2.Metadata)["Revision"] == 8
 
 
 def test_generated_code_is_not_hand_edited() -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n?teleport_event_handler/protos/teleport/legacy/types/types.proto\x12\x05types\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n\x08Metadata\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\x11\n\tNamespace\x18\x02 \x01(\t\x12\x13\n\x0b\x44\x65scription\x18\x03 \x01(\t\x12+\n\x06Labels\x18\x05 \x03(\x0b\x32\x1b.types.Metadata.LabelsEntry\x12+\n\x07\x45xpires\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02ID\x18\x07 \x01(\x03\x12\x10\n\x08Revision\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\nLockTarget\x12\x0c\n\x04User\x18\x01 \x01(\t\x12\x0c\n\x04Role\x18\x02 \x01(\t\x12\r\n\x05Login\x18\x03 \x01(\t\x12\x0c\n\x04Node\x18\x04 \x01(\t\x12\x11\n\tMFADevice\x18\x05 \x01(\t\x12\x16\n\x0eWindowsDesktop\x18\x06 \x01(\t\x12\x15\n\rAccessRequest\x18\x07 \x01(\t\x12\x0e\n\x06\x44\x65vice\x18\x08 \x01(\t\x12\x10\n\x08ServerID\x18\t \x01(\t\x12\x15\n\rBotInstanceID\x18\n \x01(\t\x12\x11\n\tJoinToken\x18\x0b \x01(\t\"\xaf\x01\n\nLockSpecV2\x12!\n\x06Target\x18\x01 \x01(\x0b\x32\x11.types.LockTarget\x12\x0f\n\x07Message\x18\x02 \x01(\t\x12+\n\x07\x45xpires\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tCreatedAt\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tCreatedBy\x18\x05 \x01(\t\"|\n\x06LockV2\x12\x0c\n\x04Kind\x18\x01 \x01(\t\x12\x0f\n\x07SubKind\x18\x02 \x01(\t\x12\x0f\n\x07Version\x18\x03 \x01(\t\x12!\n\x08Metadata\x18\x04 \x01(\x0b\x32\x0f.types.Metadata\x12\x1f\n\x04Spec\x18\x05 \x01(\x0b\x32\x11.types.LockSpecV2b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n?teleport_event_handler/protos/teleport/legacy/types/types.proto\x12\x05types\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\x08Metadata\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\x11\n\tNamespace\x18\x02 \x01(\t\x12\x13\n\x0b\x44\x65scription\x18\x03 \x01(\t\x12+\n\x06Labels\x18\x05 \x03(\x0b\x32\x1b.types.Metadata.LabelsEntry\x12+\n\x07\x45xpires\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08Revision\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x07\x10\x08\"\xd3\x01\n\nLockTarget\x12\x0c\n\x04User\x18\x01 \x01(\t\x12\x0c\n\x04Role\x18\x02 \x01(\t\x12\r\n\x05Login\x18\x03 \x01(\t\x12\x0c\n\x04Node\x18\x04 \x01(\t\x12\x11\n\tMFADevice\x18\x05 \x01(\t\x12\x16\n\x0eWindowsDesktop\x18\x06 \x01(\t\x12\x15\n\rAccessRequest\x18\x07 \x01(\t\x12\x0e\n\x06\x44\x65vice\x18\x08 \x01(\t\x12\x10\n\x08ServerID\x18\t \x01(\t\x12\x15\n\rBotInstanceID\x18\n \x01(\t\x12\x11\n\tJoinToken\x18\x0b \x01(\t\"\xaf\x01\n\nLockSpecV2\x12!\n\x06Target\x18\x01 \x01(\x0b\x32\x11.types.LockTarget\x12\x0f\n\x07Message\x18\x02 \x01(\t\x12+\n\x07\x45xpires\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tCreatedAt\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tCreatedBy\x18\x05 \x01(\t\"|\n\x06LockV2\x12\x0c\n\x04Kind\x18\x01 \x01(\t\x12\x0f\n\x07SubKind\x18\x02 \x01(\t\x12\x0f\n\x07Version\x18\x03 \x01(\t\x12!\n\x08Metadata\x18\x04 \x01(\x0b\x32\x0f.types.Metadata\x12\x1f\n\x04Spec\x18\x05 \x01(\x0b\x32\x11.types.LockSpecV2b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATA_LABELSENTRY']._loaded_options = None
   _globals['_METADATA_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_METADATA']._serialized_start=108
-  _globals['_METADATA']._serialized_end=339
-  _globals['_METADATA_LABELSENTRY']._serialized_start=294
-  _globals['_METADATA_LABELSENTRY']._serialized_end=339
-  _globals['_LOCKTARGET']._serialized_start=342
-  _globals['_LOCKTARGET']._serialized_end=553
-  _globals['_LOCKSPECV2']._serialized_start=556
-  _globals['_LOCKSPECV2']._serialized_end=731
-  _globals['_LOCKV2']._serialized_start=733
-  _globals['_LOCKV2']._serialized_end=857
+  _globals['_METADATA']._serialized_end=333
+  _globals['_METADATA_LABELSENTRY']._serialized_start=282
+  _globals['_METADATA_LABELSENTRY']._serialized_end=327
+  _globals['_LOCKTARGET']._serialized_start=336
+  _globals['_LOCKTARGET']._serialized_end=547
+  _globals['_LOCKSPECV2']._serialized_start=550
+  _globals['_LOCKSPECV2']._serialized_end=725
+  _globals['_LOCKV2']._serialized_start=727
+  _globals['_LOCKV2']._serialized_end=851
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Metadata(_message.Message):
-    __slots__ = ("Name", "Namespace", "Description", "Labels", "Expires", "ID", "Revision")
+    __slots__ = ("Name", "Namespace", "Description", "Labels", "Expires", "Revision")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,16 +23,14 @@ class Metadata(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
-    ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     Name: str
     Namespace: str
     Description: str
     Labels: _containers.ScalarMap[str, str]
     Expires: _timestamp_pb2.Timestamp
-    ID: int
     Revision: str
-    def __init__(self, Name: _Optional[str] = ..., Namespace: _Optional[str] = ..., Description: _Optional[str] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ID: _Optional[int] = ..., Revision: _Optional[str] = ...) -> None: ...
+    def __init__(self, Name: _Optional[str] = ..., Namespace: _Optional[str] = ..., Description: _Optional[str] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., Revision: _Optional[str] = ...) -> None: ...
 
 class LockTarget(_message.Message):
     __slots__ = ("User", "Role", "Login", "Node", "MFADevice", "WindowsDesktop", "AccessRequest", "Device", "ServerID", "BotInstanceID", "JoinToken")
