@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from teleport_event_handler import __version__, pki
+from teleport_event_handler.protos import TELEPORT_API_VERSION
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2, auditlog_pb2_grpc
 from teleport_event_handler.protos.teleport.legacy.client.proto import (
     authservice_pb2,
@@ -36,6 +37,15 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # server that keeps the connection alive but stops sending cannot stall a
 # chunk for good (keepalive only catches dead connections).
 STREAM_TIMEOUT = 300.0
+# Oldest events first. Teleport's Auth Service casts the request's ``order``
+# number straight to its own ``types.EventOrder`` (lib/auth/grpcserver.go,
+# GRPCServer.GetEvents/GetUnstructuredEvents), where 0 is ascending and 1 is
+# descending; its Go client (api/client/client.go,
+# Client.SearchUnstructuredEvents) and the Go event handler
+# (legacy_events_watcher.go, getEventsInWindow) therefore send 0 for
+# ascending. The proto calls 0 ORDER_DESCENDING_UNSPECIFIED, which is
+# misleading: sending ORDER_ASCENDING (1) makes every backend page newest-first.
+ORDER_OLDEST_FIRST = auditlog_pb2.ORDER_DESCENDING_UNSPECIFIED
 RENEW_HINT = (
     "renew it with 'tctl auth sign --user=<user> --format=file --out=<path> --ttl=<ttl>' "
     "or let tbot keep it current"
@@ -175,6 +185,7 @@ class TeleportClient:
         creds: Credentials,
         call_timeout: float = 60.0,
         stream_timeout: float = STREAM_TIMEOUT,
+        api_version: str = TELEPORT_API_VERSION,
     ) -> None:
         self.addr = addr
         self.creds = creds
@@ -201,8 +212,10 @@ class TeleportClient:
         )
         self._audit = auditlog_pb2_grpc.AuditLogServiceStub(self._channel)
         self._auth = authservice_pb2_grpc.AuthServiceStub(self._channel)
-        # Teleport's clients send their API version on every call.
-        self._metadata = (("version", __version__),)
+        # Teleport's clients send their Teleport API version on every call; the
+        # Auth Service may refuse clients older than it supports (see protos/__init__).
+        self.api_version = api_version
+        self._metadata = (("version", api_version),)
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -235,7 +248,7 @@ class TeleportClient:
             event_types=list(event_types),
             limit=limit,
             start_key=start_key,
-            order=auditlog_pb2.ORDER_ASCENDING,
+            order=ORDER_OLDEST_FIRST,
         )
         response: auditlog_pb2.EventsUnstructured = self._audit.GetUnstructuredEvents(
             request, timeout=self.call_timeout, metadata=self._metadata

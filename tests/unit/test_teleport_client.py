@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from teleport_event_handler.protos import TELEPORT_API_VERSION
+from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
+from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
 from teleport_event_handler.teleport import (
     TeleportClient,
     check_not_expired,
@@ -17,6 +23,7 @@ from teleport_event_handler.teleport import (
     load_identity_file,
 )
 from teleport_sandbox.stack import Stack
+from teleport_sandbox.teleport import authority, resources
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +62,103 @@ def test_identity_file_is_read_like_teleport_does(stalled_stack: Stack, tmp_path
     assert creds.user == "teleport-event-handler"
     assert creds.not_after > datetime.datetime.now(datetime.UTC)
     assert b"BEGIN CERTIFICATE" in creds.ca_pems and b"PRIVATE KEY" in creds.private_key_pem
+
+
+# --- what goes on the wire ---------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """A gRPC server with Teleport's TLS that keeps every request and its metadata."""
+
+    port: int = 0
+    identity: str = ""
+    requests: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[Recorder]:
+    data_dir = str(tmp_path / "teleport")
+    authority.init_authority(data_dir, "wire.test")
+    resources.ResourceStore(data_dir).create(
+        {"kind": "user", "version": "v2", "metadata": {"name": "h"}, "spec": {"roles": []}},
+        overwrite=True,
+    )
+    rec = Recorder(identity=str(tmp_path / "identity"))
+    authority.issue_identity(data_dir, "h", datetime.timedelta(hours=1), rec.identity)
+
+    def handler(name: str, reply: bytes) -> Any:
+        def handle(request: Any, context: grpc.ServicerContext) -> bytes:
+            metadata = {k: str(v) for k, v in context.invocation_metadata()}
+            rec.requests.append((name, request, metadata))
+            return reply
+
+        return handle
+
+    audit = grpc.unary_unary_rpc_method_handler(
+        handler("GetUnstructuredEvents", b""),
+        request_deserializer=auditlog_pb2.GetUnstructuredEventsRequest.FromString,
+        response_serializer=lambda data: data,
+    )
+    ping_reply = authservice_pb2.PingResponse(ClusterName="wire.test").SerializeToString()
+    ping = grpc.unary_unary_rpc_method_handler(
+        handler("Ping", ping_reply),
+        request_deserializer=authservice_pb2.PingRequest.FromString,
+        response_serializer=lambda data: data,
+    )
+    key, cert, client_ca = authority.server_credentials(data_dir)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(2),
+        handlers=[
+            grpc.method_handlers_generic_handler(
+                "teleport.auditlog.v1.AuditLogService", {"GetUnstructuredEvents": audit}
+            ),
+            grpc.method_handlers_generic_handler("proto.AuthService", {"Ping": ping}),
+        ],
+    )
+    rec.port = server.add_secure_port(
+        "127.0.0.1:0",
+        grpc.ssl_server_credentials([(key, cert)], client_ca, require_client_auth=True),
+    )
+    server.start()
+    yield rec
+    server.stop(None)
+
+
+def _client(rec: Recorder, **kwargs: Any) -> TeleportClient:
+    return TeleportClient(f"127.0.0.1:{rec.port}", load_identity_file(rec.identity), **kwargs)
+
+
+def test_events_are_asked_for_oldest_first_with_order_0(recorder: Recorder) -> None:
+    """Teleport casts ``order`` to types.EventOrder, 0 = ascending (lib/auth/grpcserver.go,
+    GRPCServer audit handlers; api/client/client.go Client.SearchUnstructuredEvents
+    and the Go plugin's legacy_events_watcher.go getEventsInWindow send 0).
+    Sending ORDER_ASCENDING (1) would page every backend newest first."""
+    client = _client(recorder)
+    try:
+        start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        client.get_events(start, start + datetime.timedelta(hours=1), (), 20, "")
+    finally:
+        client.close()
+    [(name, request, _)] = recorder.requests
+    assert name == "GetUnstructuredEvents"
+    assert request.order == 0
+    assert request.limit == 20 and request.namespace == "default"
+
+
+def test_version_metadata_is_the_teleport_api_version(recorder: Recorder) -> None:
+    """Teleport reads ``version`` as the client's Teleport API version and may refuse
+    older or non-semver values (lib/auth/middleware.go, Middleware.ValidateClientVersion;
+    api/metadata ClientVersionFromContext): it is the API version our protos follow,
+    not this package's version, and it can be overridden."""
+    client = _client(recorder)
+    override = _client(recorder, api_version="18.1.0")
+    try:
+        client.ping()
+        override.ping()
+    finally:
+        client.close()
+        override.close()
+    sent = [metadata.get("version") for _, _, metadata in recorder.requests]
+    assert sent == [TELEPORT_API_VERSION, "18.1.0"]
+    assert int(TELEPORT_API_VERSION.split(".")[0]) >= 17 and TELEPORT_API_VERSION.count(".") == 2

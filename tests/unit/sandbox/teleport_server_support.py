@@ -20,7 +20,7 @@ import grpc
 from teleport_event_handler import pki
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2, auditlog_pb2_grpc
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2_grpc
-from teleport_sandbox.teleport import authority, corpus, resources
+from teleport_sandbox.teleport import authority, corpus, resources, server
 
 # Users made in every test cluster, with the roles their identities carry.
 USERS: dict[str, tuple[str, ...]] = {
@@ -145,9 +145,8 @@ class Client:
             limit=limit,
             start_key=key,
             event_types=list(types),
-            order=auditlog_pb2.ORDER_ASCENDING
-            if ascending
-            else auditlog_pb2.ORDER_DESCENDING_UNSPECIFIED,
+            # Teleport reads 0 as ascending and 1 as descending (server.EVENT_ORDER_*).
+            order=server.EVENT_ORDER_ASCENDING if ascending else server.EVENT_ORDER_DESCENDING,
         )
         req.start_date.FromDatetime(start)
         req.end_date.FromDatetime(end)

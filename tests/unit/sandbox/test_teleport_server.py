@@ -82,7 +82,7 @@ def test_event_payload_matches_the_stored_json(tp_cluster: Cluster, tp_reader: C
 
 
 def _page_ns(client: Client, start_ns: int, end_ns: int) -> list[str]:
-    req = auditlog_pb2.GetUnstructuredEventsRequest(order=auditlog_pb2.ORDER_ASCENDING)
+    req = auditlog_pb2.GetUnstructuredEventsRequest(order=server.EVENT_ORDER_ASCENDING)
     req.start_date.seconds, req.start_date.nanos = divmod(start_ns, 1_000_000_000)
     req.end_date.seconds, req.end_date.nanos = divmod(end_ns, 1_000_000_000)
     return [e.id for e in client.audit.GetUnstructuredEvents(req, timeout=TIMEOUT).items]
@@ -96,6 +96,31 @@ def test_window_is_start_inclusive_end_exclusive(tp_reader: Client) -> None:
     assert _page_ns(tp_reader, at, at) == []
     assert middle.id not in _page_ns(tp_reader, at - 10**9, at)
     assert middle.id in _page_ns(tp_reader, at - 10**9, at + 1)
+
+
+def _first_page(client: Client, order: int) -> list[int]:
+    req = auditlog_pb2.GetUnstructuredEventsRequest(order=order, limit=50)
+    req.start_date.FromDatetime(WIDE_START)
+    req.end_date.FromDatetime(WIDE_END)
+    return _times(list(client.audit.GetUnstructuredEvents(req, timeout=TIMEOUT).items))
+
+
+def test_order_is_read_as_teleport_casts_it(tp_reader: Client) -> None:
+    """Teleport casts ``order`` straight to types.EventOrder (lib/auth/grpcserver.go,
+    the GRPCServer audit handlers; api/client/client.go Client.SearchUnstructuredEvents
+    sends types.EventOrderAscending as 0): 0 pages oldest first, 1 newest first,
+    whatever the proto names say; backends refuse other values
+    (lib/events/dynamoevents Log.searchEventsRaw, "invalid event order")."""
+    every = _times(tp_reader.all_pages(WIDE_START, WIDE_END, limit=10000)[0])
+    oldest_first = _first_page(tp_reader, 0)
+    newest_first = _first_page(tp_reader, 1)
+    assert oldest_first == sorted(every)[:50]
+    assert newest_first == sorted(every, reverse=True)[:50]
+    assert auditlog_pb2.ORDER_ASCENDING == server.EVENT_ORDER_DESCENDING  # the misleading name
+    with pytest.raises(grpc.RpcError) as info:
+        _first_page(tp_reader, 2)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "invalid event order: 2" in info.value.details()
 
 
 def test_limit_defaults_and_maximum(tp_reader: Client) -> None:

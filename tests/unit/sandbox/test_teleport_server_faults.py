@@ -43,6 +43,38 @@ def _set(cluster: Cluster, **values: object) -> None:
 # --- faults --------------------------------------------------------------------------
 
 
+def test_a_cluster_that_rejects_old_clients_reads_the_version_metadata(
+    tp_cluster: Cluster, tp_reader: Client
+) -> None:
+    """lib/auth/middleware.go, Middleware.ValidateClientVersion: the ``version``
+    metadata is the client's Teleport API version; none passes, an older one or
+    one that is not a semantic version is refused (AccessDenied, "client version
+    is unsupported")."""
+    ping = authservice_pb2.PingRequest()
+    _set(tp_cluster, oldest_client_version="17.0.0")
+
+    def ping_as(version: str | None) -> grpc.StatusCode:
+        metadata = () if version is None else (("version", version),)
+        try:
+            tp_reader.auth.Ping(ping, timeout=TIMEOUT, metadata=metadata)
+        except grpc.RpcError as exc:
+            assert "client version is unsupported" in exc.details()
+            return exc.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    assert ping_as(None) == grpc.StatusCode.OK
+    assert ping_as("17.4.8") == grpc.StatusCode.OK
+    assert ping_as("17.0.0") == grpc.StatusCode.OK
+    assert ping_as("16.4.2") == grpc.StatusCode.PERMISSION_DENIED
+    assert ping_as("17.0.0-dev") == grpc.StatusCode.PERMISSION_DENIED
+    assert ping_as("0.1.0") == grpc.StatusCode.PERMISSION_DENIED
+    assert ping_as("not-a-version") == grpc.StatusCode.PERMISSION_DENIED
+    _set(tp_cluster)
+    assert ping_as("0.1.0") == grpc.StatusCode.OK
+    with pytest.raises(faults.FaultError, match="oldest_client_version"):
+        faults.parse_assignments(["oldest_client_version=seventeen"])
+
+
 def test_unavailable_and_deadline_faults_follow_the_file(
     tp_cluster: Cluster, tp_reader: Client
 ) -> None:

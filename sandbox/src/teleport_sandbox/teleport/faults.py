@@ -16,6 +16,9 @@ Keys (``KEY=VALUE``):
 ``unknown_types``      serve the unknown-type events made by ``init --unknown`` (default true)
 ``methods``            comma list of method names the call faults apply to (default: all)
 ``seed``               seed of the per-call draws, so a run is repeatable
+``oldest_client_version``  refuse clients whose ``version`` metadata is older than
+                       this (or not a semantic version) with PERMISSION_DENIED,
+                       as a cluster that rejects old clients does
 
 Draws come from one seeded RNG per fault setting: the same sequence of calls
 sees the same failures, which keeps tests deterministic enough.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,6 +78,7 @@ class Faults:
     unknown_types: bool = True
     methods: frozenset[str] = frozenset()
     seed: int = 0
+    oldest_client_version: str = ""
 
     @property
     def hidden_flags(self) -> int:
@@ -91,6 +96,7 @@ class CallFaults:
     latency_s: float
     drop_stream_after: int
     hidden_flags: int
+    oldest_client_version: str = ""
 
 
 def _fraction(key: str, value: Any) -> float:
@@ -145,6 +151,13 @@ def _methods(key: str, value: Any) -> list[str]:
     return names
 
 
+def _semver(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?", text):
+        raise FaultError(f"{key}={value!r}: must be a version like 17.0.0, e.g. {key}=16.0.0")
+    return text
+
+
 _PARSERS: dict[str, Any] = {
     "unavailable": _fraction,
     "deadline": _fraction,
@@ -154,6 +167,7 @@ _PARSERS: dict[str, Any] = {
     "unknown_types": _boolean,
     "methods": _methods,
     "seed": _non_negative_int,
+    "oldest_client_version": _semver,
 }
 
 
@@ -191,6 +205,7 @@ def _faults(values: Mapping[str, Any]) -> Faults:
         unknown_types=checked.get("unknown_types", True),
         methods=frozenset(checked.get("methods", ())),
         seed=checked.get("seed", 0),
+        oldest_client_version=checked.get("oldest_client_version", ""),
     )
 
 
@@ -296,4 +311,5 @@ class FaultInjector:
             latency_s=faults.latency_ms / 1000.0 if applies else 0.0,
             drop_stream_after=faults.drop_stream_after if applies else 0,
             hidden_flags=faults.hidden_flags,
+            oldest_client_version=faults.oldest_client_version,
         )

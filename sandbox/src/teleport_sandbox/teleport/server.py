@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,12 +54,15 @@ from teleport_sandbox.teleport.faults import CallFaults, FaultInjector
 __all__ = [
     "AUDIT_SERVICE",
     "AUTH_SERVICE",
+    "EVENT_ORDER_ASCENDING",
+    "EVENT_ORDER_DESCENDING",
     "MODES",
     "SERVER_VERSION",
     "LiveWriter",
     "RunningServer",
     "SandboxAuthService",
     "start_server",
+    "version_key",
 ]
 
 log = logging.getLogger("sandbox.teleport")
@@ -69,6 +73,15 @@ SERVER_VERSION = f"{TELEPORT_VERSION}-sandbox"
 MODES = ("bulk", "legacy")
 _NS = 1_000_000_000
 _MAX_MESSAGE = 64 * 1024 * 1024
+# GetUnstructuredEventsRequest.order as Teleport's Auth Service reads it: the
+# number is cast straight to types.EventOrder (lib/auth/grpcserver.go, the
+# GRPCServer audit handlers), where 0 is ascending and 1 descending, whatever
+# the proto's names (0 is ORDER_DESCENDING_UNSPECIFIED there). Backends refuse
+# any other value (lib/events/dynamoevents, Log.searchEventsRaw: "invalid event
+# order").
+EVENT_ORDER_ASCENDING = 0
+EVENT_ORDER_DESCENDING = 1
+_SEMVER = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?")
 
 
 def _identity(data: bytes) -> bytes:
@@ -91,6 +104,22 @@ def _utc_day(ts: Any) -> str:
 def _rfc3339(ts: Any) -> str:
     when = datetime.datetime.fromtimestamp(int(ts.seconds), datetime.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts.nanos:09d}" if ts.nanos else "") + "Z"
+
+
+def version_key(text: str) -> tuple[int, int, int, int, str] | None:
+    """A semantic version as a sortable key (a pre-release sorts first), or None."""
+    match = _SEMVER.fullmatch(text.strip())
+    if match is None:
+        return None
+    major, minor, patch, pre = match.groups()
+    return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
+
+
+def _client_version(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "version":
+            return value if isinstance(value, str) else value.decode()
+    return None
 
 
 class SandboxAuthService:
@@ -152,6 +181,8 @@ class SandboxAuthService:
         if call.fail == "deadline":
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "sandbox fault: deadline exceeded")
         ident = self._peer(context)
+        if call.oldest_client_version:
+            self._check_client_version(context, call.oldest_client_version)
         if checks:
             lock = resources.active_lock(self.store, ident.user)
             if lock is not None:
@@ -168,6 +199,23 @@ class SandboxAuthService:
                     _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
         self.corpus.refresh()
         return call, ident
+
+    def _check_client_version(self, context: grpc.ServicerContext, oldest: str) -> None:
+        """Refuse clients older than ``oldest``, as a cluster that rejects old clients does.
+
+        Teleport reads the ``version`` metadata as the client's Teleport API
+        version (lib/auth/middleware.go, Middleware.ValidateClientVersion): no
+        value passes; a value that is not a semantic version, or one older than
+        the oldest supported version, is refused with AccessDenied (gRPC
+        PERMISSION_DENIED) "client version is unsupported".
+        """
+        sent = _client_version(context)
+        if sent is None:
+            return
+        key, floor = version_key(sent), version_key(oldest)
+        if key is None or (floor is not None and key < floor):
+            log.info("refused a client of version %r (oldest supported: %s)", sent, oldest)
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "client version is unsupported")
 
     def _bulk_only(self, context: grpc.ServicerContext) -> None:
         if self.mode != "bulk":
@@ -199,6 +247,9 @@ class SandboxAuthService:
         call, _ = self._begin(
             "GetUnstructuredEvents", context, (("event", "list"), ("event", "read"))
         )
+        order = int(request.order)
+        if order not in (EVENT_ORDER_ASCENDING, EVENT_ORDER_DESCENDING):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid event order: {order}")
         try:
             page = self.corpus.search(
                 _ts_ns(request.start_date),
@@ -206,7 +257,7 @@ class SandboxAuthService:
                 types=list(request.event_types),
                 limit=request.limit,
                 start_key=request.start_key,
-                descending=request.order != auditlog_pb2.ORDER_ASCENDING,
+                descending=order == EVENT_ORDER_DESCENDING,
                 hidden=call.hidden_flags,
                 max_bytes=self.max_page_bytes,
             )
