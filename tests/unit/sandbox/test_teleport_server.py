@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 
 import grpc
 import orjson
@@ -28,7 +29,7 @@ from teleport_event_handler.protos.teleport.legacy.client.proto import (
     authservice_pb2_grpc,
 )
 from teleport_event_handler.protos.teleport.legacy.types import types_pb2
-from teleport_sandbox.teleport import authority, corpus, server
+from teleport_sandbox.teleport import authority, corpus, faults, server
 
 
 def _times(events: list) -> list[int]:
@@ -88,14 +89,43 @@ def _page_ns(client: Client, start_ns: int, end_ns: int) -> list[str]:
     return [e.id for e in client.audit.GetUnstructuredEvents(req, timeout=TIMEOUT).items]
 
 
-def test_window_is_start_inclusive_end_exclusive(tp_reader: Client) -> None:
+def test_window_is_inclusive_at_both_ends(tp_reader: Client) -> None:
+    """Teleport's backends select ``BETWEEN start AND end`` (lib/events/dynamoevents
+    Log.searchEventsRaw "CreatedAt BETWEEN :start and :end"; lib/events/filelog,
+    lib/events/pgevents, lib/events/firestoreevents likewise): an event exactly on
+    either bound is served."""
     events, _ = tp_reader.all_pages(WIDE_START, WIDE_END, limit=10000)
     middle = events[len(events) // 2]
     at = _times([middle])[0]
     assert _page_ns(tp_reader, at, at + 1) == [middle.id]
-    assert _page_ns(tp_reader, at, at) == []
-    assert middle.id not in _page_ns(tp_reader, at - 10**9, at)
-    assert middle.id in _page_ns(tp_reader, at - 10**9, at + 1)
+    assert _page_ns(tp_reader, at, at) == [middle.id]
+    assert middle.id in _page_ns(tp_reader, at - 10**9, at)
+    assert middle.id not in _page_ns(tp_reader, at - 10**9, at - 1)
+    assert middle.id not in _page_ns(tp_reader, at + 1, at + 10**9)
+
+
+def test_whole_seconds_fault_compares_windows_as_dynamodb_does(
+    tp_cluster: Cluster, tp_reader: Client
+) -> None:
+    """DynamoDB stores CreatedAt as Unix seconds and compares the window's Unix
+    seconds (lib/events/dynamoevents Log.searchEventsRaw): every event of both
+    boundary seconds matches."""
+    events, _ = tp_reader.all_pages(WIDE_START, WIDE_END, limit=10000)
+    middle = events[len(events) // 2]
+    at = _times([middle])[0]
+    second = at // 10**9 * 10**9
+    assert middle.id not in _page_ns(tp_reader, second + 10**9 - 1, second + 2 * 10**9)
+    path = os.path.join(tp_cluster.data_dir, faults.FAULTS_FILE)
+    before = os.stat(path).st_mtime_ns
+    faults.write_faults(tp_cluster.data_dir, {"whole_seconds": True})
+    if os.stat(path).st_mtime_ns == before:  # coarse clocks: make the change visible
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+    try:
+        assert middle.id in _page_ns(tp_reader, second + 10**9 - 1, second + 2 * 10**9)
+        assert middle.id in _page_ns(tp_reader, second - 10**9, second)
+        assert middle.id not in _page_ns(tp_reader, second - 10**9, second - 1)
+    finally:
+        faults.clear_faults(tp_cluster.data_dir)
 
 
 def _first_page(client: Client, order: int) -> list[int]:
@@ -234,6 +264,20 @@ def test_export_errors(tp_cluster: Cluster, tp_reader: Client) -> None:
     code = _code(lambda: tp_reader.export(first, chunk, foreign))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert full  # the valid request works
+
+
+def test_a_cursor_past_the_end_of_a_chunk_is_an_empty_stream(
+    tp_cluster: Cluster, tp_reader: Client
+) -> None:
+    """Teleport skips a chunk's events up to the cursor's position
+    (lib/events/athena/querier.go, querier.ExportUnstructuredEvents): at or past
+    the end nothing is left, and the stream ends cleanly."""
+    day = corpus_days(tp_cluster)[0]
+    chunk = tp_reader.chunks(day)[0]
+    full = tp_reader.export(day, chunk)
+    assert tp_reader.export(day, chunk, full[-1].cursor) == []
+    beyond = corpus.encode_chunk_cursor(chunk, len(full) + 5)
+    assert tp_reader.export(day, chunk, beyond) == []
 
 
 def test_chunks_of_a_day_without_events_is_an_empty_stream(tp_reader: Client) -> None:

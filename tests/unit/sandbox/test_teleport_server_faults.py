@@ -75,6 +75,26 @@ def test_a_cluster_that_rejects_old_clients_reads_the_version_metadata(
         faults.parse_assignments(["oldest_client_version=seventeen"])
 
 
+def test_not_found_fault_makes_a_listed_chunk_vanish(
+    tp_cluster: Cluster, tp_reader: Client
+) -> None:
+    """A chunk listed by GetEventExportChunks can be gone when it is exported
+    (its object removed from the bucket): NOT_FOUND, with the wording of a
+    missing chunk."""
+    day = corpus_days(tp_cluster)[0]
+    chunk = tp_reader.chunks(day)[0]
+    _set(tp_cluster, not_found=1, methods="ExportUnstructuredEvents")
+    assert tp_reader.chunks(day)[0] == chunk  # still listed
+    with pytest.raises(grpc.RpcError) as info:
+        tp_reader.export(day, chunk)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f'export chunk "{chunk}" not found' in info.value.details()
+    _set(tp_cluster)
+    assert tp_reader.export(day, chunk)
+    with pytest.raises(faults.FaultError, match="must not exceed 1"):
+        faults.parse_assignments(["not_found=0.6", "unavailable=0.6"])
+
+
 def test_unavailable_and_deadline_faults_follow_the_file(
     tp_cluster: Cluster, tp_reader: Client
 ) -> None:

@@ -1437,7 +1437,11 @@ class Corpus:
         hidden: int = 0,
         max_bytes: int = MAX_EVENT_BYTES_IN_RESPONSE,
     ) -> Page:
-        """Events with ``start_ns <= time < end_ns``, one page of them.
+        """Events with ``start_ns <= time <= end_ns``, one page of them.
+
+        Both ends are inclusive, as Teleport's backends select ``BETWEEN start
+        AND end`` (lib/events/dynamoevents Log.searchEventsRaw, lib/events/pgevents
+        Log.searchEvents, lib/events/firestoreevents, lib/events/filelog).
 
         ``limit`` <= 0 means Teleport's default 500; above 10000 raises
         ``ValueError`` (Teleport: "limit ... exceeds ..."). A page also stops
@@ -1454,7 +1458,7 @@ class Corpus:
         n = self.count
         times = self.times
         lo = bisect.bisect_left(times, start_ns, 0, n)
-        hi = bisect.bisect_left(times, end_ns, 0, n)
+        hi = bisect.bisect_right(times, end_ns, 0, n)
         if start_key:
             key_ns = decode_key(start_key)
             if descending:

@@ -10,6 +10,10 @@ Keys (``KEY=VALUE``):
 
 ``unavailable``        fraction 0..1 of calls failing with UNAVAILABLE
 ``deadline``           fraction 0..1 of calls failing with DEADLINE_EXCEEDED
+``not_found``          fraction 0..1 of calls failing with NOT_FOUND; for
+                       ExportUnstructuredEvents the listed chunk has vanished
+``whole_seconds``      compare GetUnstructuredEvents windows in whole seconds, as
+                       DynamoDB does: every event of a boundary second matches
 ``latency_ms``         delay before every reply
 ``drop_stream_after``  abort server streams with UNAVAILABLE after N messages
 ``oversized_events``   serve the > 1 MiB events made by ``init --oversized`` (default true)
@@ -72,6 +76,8 @@ class FaultError(ValueError):
 class Faults:
     unavailable: float = 0.0
     deadline: float = 0.0
+    not_found: float = 0.0
+    whole_seconds: bool = False
     latency_ms: float = 0.0
     drop_stream_after: int = 0
     oversized_events: bool = True
@@ -92,11 +98,12 @@ class Faults:
 class CallFaults:
     """What to do to one call."""
 
-    fail: str | None  # "unavailable" or "deadline"
+    fail: str | None  # "unavailable", "deadline" or "not_found"
     latency_s: float
     drop_stream_after: int
     hidden_flags: int
     oldest_client_version: str = ""
+    whole_seconds: bool = False
 
 
 def _fraction(key: str, value: Any) -> float:
@@ -161,6 +168,8 @@ def _semver(key: str, value: Any) -> str:
 _PARSERS: dict[str, Any] = {
     "unavailable": _fraction,
     "deadline": _fraction,
+    "not_found": _fraction,
+    "whole_seconds": _boolean,
     "latency_ms": _non_negative,
     "drop_stream_after": _non_negative_int,
     "oversized_events": _boolean,
@@ -178,8 +187,10 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         if parser is None:
             raise FaultError(f"unknown fault {key!r}; known: {', '.join(_PARSERS)}")
         out[key] = parser(key, value)
-    if out.get("unavailable", 0.0) + out.get("deadline", 0.0) > 1.0:
-        raise FaultError("unavailable + deadline must not exceed 1 (they share one draw per call)")
+    if sum(out.get(k, 0.0) for k in ("unavailable", "deadline", "not_found")) > 1.0:
+        raise FaultError(
+            "unavailable + deadline + not_found must not exceed 1 (they share one draw per call)"
+        )
     return out
 
 
@@ -199,6 +210,8 @@ def _faults(values: Mapping[str, Any]) -> Faults:
     return Faults(
         unavailable=checked.get("unavailable", 0.0),
         deadline=checked.get("deadline", 0.0),
+        not_found=checked.get("not_found", 0.0),
+        whole_seconds=checked.get("whole_seconds", False),
         latency_ms=checked.get("latency_ms", 0.0),
         drop_stream_after=checked.get("drop_stream_after", 0),
         oversized_events=checked.get("oversized_events", True),
@@ -299,17 +312,20 @@ class FaultInjector:
         faults = self.current()
         applies = not faults.methods or method in faults.methods
         fail: str | None = None
-        if applies and (faults.unavailable or faults.deadline):
+        if applies and (faults.unavailable or faults.deadline or faults.not_found):
             with self._lock:
                 draw = self._rng.random()
             if draw < faults.unavailable:
                 fail = "unavailable"
             elif draw < faults.unavailable + faults.deadline:
                 fail = "deadline"
+            elif draw < faults.unavailable + faults.deadline + faults.not_found:
+                fail = "not_found"
         return CallFaults(
             fail=fail,
             latency_s=faults.latency_ms / 1000.0 if applies else 0.0,
             drop_stream_after=faults.drop_stream_after if applies else 0,
             hidden_flags=faults.hidden_flags,
             oldest_client_version=faults.oldest_client_version,
+            whole_seconds=faults.whole_seconds,
         )

@@ -180,6 +180,8 @@ class SandboxAuthService:
             _abort(context, grpc.StatusCode.UNAVAILABLE, "sandbox fault: auth server unavailable")
         if call.fail == "deadline":
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "sandbox fault: deadline exceeded")
+        if call.fail == "not_found" and method != "ExportUnstructuredEvents":
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"sandbox fault: {method}: not found")
         ident = self._peer(context)
         if call.oldest_client_version:
             self._check_client_version(context, call.oldest_client_version)
@@ -250,10 +252,15 @@ class SandboxAuthService:
         order = int(request.order)
         if order not in (EVENT_ORDER_ASCENDING, EVENT_ORDER_DESCENDING):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid event order: {order}")
+        start_ns, end_ns = _ts_ns(request.start_date), _ts_ns(request.end_date)
+        if call.whole_seconds:
+            # DynamoDB stores CreatedAt in whole seconds and compares it with the
+            # window's Unix seconds: every event of both boundary seconds matches.
+            start_ns, end_ns = start_ns // _NS * _NS, end_ns // _NS * _NS + _NS - 1
         try:
             page = self.corpus.search(
-                _ts_ns(request.start_date),
-                _ts_ns(request.end_date),
+                start_ns,
+                end_ns,
                 types=list(request.event_types),
                 limit=request.limit,
                 start_key=request.start_key,
@@ -292,7 +299,9 @@ class SandboxAuthService:
         )
         self._bulk_only(context)
         day = _utc_day(request.date)
-        chunk = self.corpus.chunk(day, request.chunk)
+        # The not_found fault makes a listed chunk vanish, as an object deleted
+        # from the bucket between the listing and the export does.
+        chunk = None if call.fail == "not_found" else self.corpus.chunk(day, request.chunk)
         if chunk is None:
             _abort(
                 context,
@@ -303,13 +312,11 @@ class SandboxAuthService:
             start = decode_chunk_cursor(chunk.id, request.cursor)
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        # A cursor at or past the end of the chunk yields an empty stream:
+        # Teleport skips the chunk's events up to the cursor's position and
+        # finds nothing more (lib/events/athena/querier.go,
+        # querier.ExportUnstructuredEvents).
         positions = chunk.positions
-        if start > len(positions):
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"cursor {request.cursor!r} points past the end of chunk {chunk.id}",
-            )
         hidden = call.hidden_flags
         corpus = self.corpus
 
