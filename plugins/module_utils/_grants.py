@@ -7,7 +7,8 @@ Three holders, as Teleport's guide describes them:
 * a local user: read ``user/NAME``, then ``tctl users update --set-roles``
   with the user's roles plus the new ones;
 * a Machine ID bot: ``tctl bots update --add-roles`` (which keeps the bot's
-  other roles);
+  other roles), ``--set-roles`` to take roles away; tctl ignores an empty
+  ``--set-roles``, so a bot's last role cannot be taken away here;
 * an SSO connector mapping (GitHub ``teams_to_roles``, SAML
   ``attributes_to_roles``, OIDC ``claims_to_roles``): read the connector with
   ``--with-secrets`` (so that writing it back keeps its secrets), change only
@@ -100,6 +101,15 @@ def _grant_bot(
         )
     before = roles_of(doc)
     after = merge_roles(before, roles, state)
+    if before and not after:
+        # tctl ignores an empty --set-roles (tool/tctl/common/bots_command.go,
+        # BotsCommand.UpdateBot updates roles only when the flag is not ""), so
+        # "revoke the last role" would report changed while the bot keeps it.
+        raise GrantError(
+            f"roles: removing {', '.join(roles)} would leave bot {name!r} without roles, and "
+            "'tctl bots update --set-roles' ignores an empty list, so the bot would keep "
+            f"them; grant the bot another role first, or remove the bot ('tctl bots rm {name}')"
+        )
     changed = after != before
     if changed and not check_mode:
         if state == "present":

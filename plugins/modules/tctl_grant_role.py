@@ -75,6 +75,9 @@ options:
   state:
     description:
       - V(present) adds the roles; V(absent) removes them.
+      - V(absent) fails rather than take away the last role of a user (Teleport refuses a user
+        without roles) or of a bot (C(tctl bots update --set-roles) ignores an empty list, so
+        the bot would keep it).
     type: str
     choices: [present, absent]
     default: present

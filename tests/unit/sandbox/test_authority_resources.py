@@ -105,7 +105,7 @@ def test_exists_notfound_and_in_use(store: ResourceStore) -> None:
     store.delete("user", "u")
     store.delete("role", "r")
     assert store.get("role", "r") is None
-    with pytest.raises(NotFound, match='role "r" is not found'):
+    with pytest.raises(NotFound, match="role r is not found"):
         store.delete("role", "r")
     with pytest.raises(NotFound, match='user "x" is not found'):
         store.require("user", "x")
@@ -230,7 +230,7 @@ def test_check_access_allow_deny_and_wildcards(store: ResourceStore) -> None:
 
 
 def test_deleted_role_denies_everything(store: ResourceStore) -> None:
-    with pytest.raises(AccessDenied, match='role "gone" is not found'):
+    with pytest.raises(AccessDenied, match="role gone is not found"):
         check_access(store, ["editor", "gone"], "event", "list")
 
 

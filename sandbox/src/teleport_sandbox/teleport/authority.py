@@ -38,8 +38,8 @@ from teleport_sandbox.teleport.resources import (
     BOT_LABEL,
     AccessDenied,
     BadParameter,
-    NotFound,
     ResourceStore,
+    not_found,
     state_lock,
 )
 
@@ -281,7 +281,7 @@ def cert_roles(store: ResourceStore, user: str) -> tuple[str, ...]:
     """The roles a certificate issued for ``user`` now carries; ``NotFound`` if no such user."""
     doc = store.get("user", user)
     if doc is None:
-        raise NotFound(f'user "{user}" is not found')
+        raise not_found("user", user)
     bot = ((doc.get("metadata") or {}).get("labels") or {}).get(BOT_LABEL)
     if bot:
         # A bot's own user only holds its impersonator role; what tbot writes

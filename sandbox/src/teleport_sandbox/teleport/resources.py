@@ -45,6 +45,7 @@ __all__ = [
     "check_access",
     "check_impersonation",
     "missing_roles",
+    "not_found",
     "preset_roles",
     "state_lock",
     "without_secrets",
@@ -115,6 +116,27 @@ class AlreadyExists(SandboxError):
 
 class BadParameter(SandboxError):
     """A malformed request or resource document (gRPC INVALID_ARGUMENT)."""
+
+
+def not_found(kind: str, name: str) -> NotFound:
+    """Teleport's NOT_FOUND for ``kind/name``, worded as its server words it.
+
+    * role: ``role NAME is not found``, unquoted (lib/services/local/access.go,
+      AccessService.GetRole);
+    * user: ``user "NAME" is not found`` (lib/services/local/users.go,
+      IdentityService.GetUser); lock likewise (access.go, GetLock);
+    * bot: BotService.GetBot reads the bot's user and wraps the error twice
+      (lib/auth/machineid/machineidv1/bot_service.go, GetBot and getBot), and
+      trace prints the wrapping messages as an indented tree
+      (gravitational/trace, TraceErr.UserMessage).
+    """
+    if kind == "role":
+        return NotFound(f"role {name} is not found")
+    if kind == "bot":
+        return NotFound(
+            f'fetching bot\n\tfetching bot user\n\t\tuser "{bot_user_name(name)}" is not found'
+        )
+    return NotFound(f'{kind} "{name}" is not found')
 
 
 def _now() -> datetime.datetime:
@@ -269,10 +291,10 @@ class ResourceStore:
         return [copy.deepcopy(docs[name]) for name in sorted(docs)]
 
     def require(self, kind: str, name: str) -> dict[str, Any]:
-        """``get`` that raises Teleport's ``<kind> "<name>" is not found``."""
+        """``get`` that raises Teleport's NOT_FOUND, worded per kind (``not_found``)."""
         doc = self.get(kind, name)
         if doc is None:
-            raise NotFound(f'{kind} "{name}" is not found')
+            raise not_found(kind, name)
         return doc
 
     # --- writing ---------------------------------------------------------------
@@ -328,7 +350,12 @@ class ResourceStore:
         _check_kind(kind)
         with self._writing() as resources:
             if name not in resources.get(kind, {}):
-                raise NotFound(f'{kind} "{name}" is not found')
+                # DeleteBot reads the bot's user first (bot_service.go, DeleteBot).
+                raise (
+                    not_found("user", bot_user_name(name))
+                    if kind == "bot"
+                    else not_found(kind, name)
+                )
             if kind == "role":
                 holders = [
                     user
@@ -572,7 +599,7 @@ def _role_docs(store: ResourceStore, roles: Sequence[str], resource: str, verb: 
         if doc is None:
             raise AccessDenied(
                 f'access denied to perform action "{verb}" on "{resource}": '
-                f'role "{name}" is not found'
+                f"role {name} is not found"
             )
         docs.append(doc)
     return docs

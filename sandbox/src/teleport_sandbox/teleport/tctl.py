@@ -12,11 +12,24 @@ Who acts:
 * ``-i/--identity FILE``: that identity, verified against the cluster's user
   CA (not expired, not foreign, user not locked); every action is checked
   against its roles, so permission errors are real. The cluster is found
-  from ``--config`` or ``$TELEPORT_SANDBOX_DATA_DIR``; ``--auth-server`` is
-  accepted for compatibility and not needed.
+  from ``--config`` or ``$TELEPORT_SANDBOX_DATA_DIR``.
 * Neither: "not logged in", as an unauthenticated tctl.
 
-Failures print ``ERROR: <message>`` on stderr and exit 1.
+``--auth-server ADDR`` is not needed to find the cluster, but like tctl the
+command fails when nothing listens there (tool/tctl/common/client/auth.go,
+GetInitFunc: "Cannot connect to the auth server").
+
+With ``$TELEPORT_SANDBOX_ADMIN_MFA`` set, the cluster requires MFA for admin
+actions and a call naming neither ``--config`` nor ``--identity`` (the
+cluster named by ``$TELEPORT_SANDBOX_DATA_DIR``) stands for tctl run from a
+person's ``tsh`` profile: every change prints tctl's security-key prompt and
+waits, as tctl waits for a key touch, until it is killed. The Auth host's
+admin (``--config``) and identity files are not asked, as Teleport exempts
+built-in roles and identities its admin signed (lib/authz/permissions.go,
+isAdminActionAuthorizationRequired).
+
+Failures print ``ERROR: <message>`` on stderr, the prefix coloured red as
+tctl always colours it (lib/utils/cli.go, UserMessageFromError), and exit 1.
 """
 
 from __future__ import annotations
@@ -28,7 +41,9 @@ import json
 import os
 import platform
 import secrets
+import socket
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,7 +59,6 @@ from teleport_sandbox.teleport.resources import (
     AccessDenied,
     AlreadyExists,
     BadParameter,
-    NotFound,
     ResourceStore,
     SandboxError,
     active_lock,
@@ -52,10 +66,20 @@ from teleport_sandbox.teleport.resources import (
     check_access,
     check_impersonation,
     missing_roles,
+    not_found,
     without_secrets,
 )
 
-__all__ = ["main", "parse_go_duration"]
+__all__ = ["ADMIN_MFA_ENV", "ERROR_PREFIX", "main", "parse_go_duration"]
+
+# Set (to anything but "" or "0") to make the cluster require MFA for admin actions.
+ADMIN_MFA_ENV = "TELEPORT_SANDBOX_ADMIN_MFA"
+# tctl writes Color(Red, "ERROR: ") even when stderr is not a terminal.
+ERROR_PREFIX = "\x1b[31mERROR: \x1b[0m"
+# What tctl's CLI MFA prompt says when a security key is the only way (lib/client/mfa).
+MFA_PROMPT = "Tap any security key"
+# tctl's default Auth Service address (defaults.AuthListenPort).
+DEFAULT_AUTH_PORT = 3025
 
 # Names tctl accepts for each kind (singular, plural, Teleport's aliases).
 KIND_ALIASES: dict[str, str] = {
@@ -124,10 +148,20 @@ class Session:
     user: str | None
     roles: tuple[str, ...]
     out: TextIO
+    # A person's tsh profile on a cluster that requires MFA for admin actions.
+    needs_mfa: bool = False
 
     @property
     def actor(self) -> str:
         return self.user or "tctl"
+
+    def admin_action(self) -> None:
+        """A change: with admin MFA required, wait for a key touch that never comes."""
+        if not self.needs_mfa:
+            return
+        print(MFA_PROMPT, file=sys.stderr, flush=True)
+        while True:  # tctl waits for the key; only a signal ends this
+            time.sleep(3600)
 
     def allow(self, resource: str, *verbs: str) -> None:
         if self.user is None:
@@ -153,7 +187,47 @@ def _check_data_dir(data_dir: str, origin: str) -> str:
     return data_dir
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or a URL, or a bare host) as tctl reads --auth-server."""
+    text = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or "]" in port:
+        host, port = text, str(DEFAULT_AUTH_PORT)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError as exc:
+        raise CommandError(f'--auth-server "{address}": invalid port "{port}"') from exc
+
+
+def _check_auth_server(address: str) -> None:
+    """Fail as tctl fails when nothing answers at --auth-server.
+
+    tctl prints this one line itself, uncoloured, and exits 1
+    (tool/tctl/common/client/auth.go, GetInitFunc).
+    """
+    host, port = _split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return
+    except OSError:
+        pass
+    raise _CannotConnect(
+        f'ERROR: Cannot connect to the auth server. Is the auth server running on "{address}"?'
+    )
+
+
+class _CannotConnect(SandboxError):
+    """tctl's own connection failure line, printed as is."""
+
+
+def _admin_mfa_required() -> bool:
+    return os.environ.get(ADMIN_MFA_ENV, "") not in ("", "0")
+
+
 def _open_session(args: argparse.Namespace, out: TextIO) -> Session:
+    if args.auth_server:
+        _check_auth_server(args.auth_server)
     env_dir = os.environ.get(DATA_DIR_ENV, "")
     if args.config:
         data_dir = _check_data_dir(
@@ -170,7 +244,10 @@ def _open_session(args: argparse.Namespace, out: TextIO) -> Session:
         _not_logged_in()
     store = ResourceStore(data_dir)
     if not args.identity:
-        return Session(data_dir, store, None, (), out)
+        # Without --config, the sandbox reads the environment's cluster as a
+        # person's tsh profile would reach it: the one caller admin MFA asks.
+        needs_mfa = not args.config and _admin_mfa_required()
+        return Session(data_dir, store, None, (), out, needs_mfa=needs_mfa)
     peer = authority.load_identity(data_dir, args.identity)
     lock = active_lock(store, peer.user)
     if lock is not None:
@@ -355,12 +432,13 @@ def cmd_create(session: Session, args: argparse.Namespace) -> int:
         noun = CREATE_NOUN.get(kind, kind)
         if exists and not args.force:
             raise AlreadyExists(f'{noun} "{name}" already exists')
+        session.admin_action()
         if kind == "user":
             roles = (doc.get("spec") or {}).get("roles") or []
             for role in missing_roles(session.store, roles if isinstance(roles, list) else []):
                 print(
                     f'WARN Error checking role "{role}" when upserting user "{name}": '
-                    f'role "{role}" is not found',
+                    f"{not_found('role', role)}",
                     file=sys.stderr,
                 )
         if kind == "bot":
@@ -375,6 +453,7 @@ def cmd_create(session: Session, args: argparse.Namespace) -> int:
 def cmd_rm(session: Session, args: argparse.Namespace) -> int:
     kind, name = _ref(args.ref, need_name=True)
     session.allow(kind, "delete")
+    session.admin_action()
     session.store.delete(kind, name)
     session.out.write(f'{DELETE_NOUN.get(kind, kind)} "{name}" has been deleted\n')
     return 0
@@ -383,7 +462,7 @@ def cmd_rm(session: Session, args: argparse.Namespace) -> int:
 def _check_roles_exist(session: Session, roles: Sequence[str]) -> None:
     """tctl validates roles on the client side ("server does not do this yet")."""
     for role in missing_roles(session.store, roles):
-        raise NotFound(f'role "{role}" is not found')
+        raise not_found("role", role)
 
 
 def cmd_users_add(session: Session, args: argparse.Namespace) -> int:
@@ -393,6 +472,7 @@ def cmd_users_add(session: Session, args: argparse.Namespace) -> int:
     session.allow("user", "create")
     _check_roles_exist(session, roles)
     ttl = parse_go_duration(args.ttl)
+    session.admin_action()
     doc = {
         "kind": "user",
         "version": "v2",
@@ -433,6 +513,7 @@ def cmd_users_update(session: Session, args: argparse.Namespace) -> int:
         messages.append(("logins", logins))
     if not messages:
         raise CommandError("Nothing to update. Please provide at least one --set flag.")
+    session.admin_action()
     session.store.create(user, overwrite=True, actor=session.actor)
     session.out.write(f"User {args.account} has been updated:\n")
     for field, values in messages:
@@ -442,6 +523,7 @@ def cmd_users_update(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_users_rm(session: Session, args: argparse.Namespace) -> int:
     session.allow("user", "delete")
+    session.admin_action()
     for login in args.logins.split(","):
         session.store.delete("user", login)
         session.out.write(f'User "{login}" has been deleted\n')
@@ -476,6 +558,8 @@ def cmd_bots_add(session: Session, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     ttl = parse_go_duration(args.ttl)
+    # AddBot runs the admin MFA ceremony before anything else (bots_command.go).
+    session.admin_action()
     bot = session.store.add_bot(args.name, roles, overwrite=False, actor=session.actor)
     if args.logins:
         bot["spec"]["traits"] = [{"name": "logins", "values": _split(args.logins)}]
@@ -528,10 +612,13 @@ def cmd_bots_update(session: Session, args: argparse.Namespace) -> int:
     bot = session.store.require("bot", args.name)
     session.allow("bot", "update")
     current = list(bot["spec"].get("roles") or [])
-    if args.set_roles is None and args.add_roles is None:
+    # tctl reads an empty flag as no flag (bots_command.go, BotsCommand.UpdateBot
+    # and updateBotRoles test the value against ""): "--set-roles ''" changes
+    # nothing, while "--set-roles ," is not empty and clears the roles.
+    if not args.set_roles and not args.add_roles:
         print("INFO No changes requested, nothing to do", file=sys.stderr)
         return 0
-    desired = _split(args.set_roles) if args.set_roles is not None else list(current)
+    desired = _split(args.set_roles) if args.set_roles else list(current)
     desired += [r for r in _split(args.add_roles) if r not in desired]
     if set(desired) == set(current):
         print(
@@ -541,6 +628,7 @@ def cmd_bots_update(session: Session, args: argparse.Namespace) -> int:
         print("INFO No changes requested, nothing to do", file=sys.stderr)
         return 0
     _check_roles_exist(session, desired)
+    session.admin_action()
     session.store.add_bot(args.name, sorted(desired), overwrite=True, actor=session.actor)
     print(
         f"INFO Bot has been updated, roles will take effect on its next renewal bot:{args.name}",
@@ -551,6 +639,7 @@ def cmd_bots_update(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_bots_rm(session: Session, args: argparse.Namespace) -> int:
     session.allow("bot", "delete")
+    session.admin_action()
     session.store.delete("bot", args.name)
     session.out.write(f'Bot "{args.name}" deleted successfully.\n')
     return 0
@@ -567,6 +656,8 @@ def cmd_auth_sign(session: Session, args: argparse.Namespace) -> int:
     target_roles = authority.cert_roles(session.store, args.user)
     if session.user is not None and session.user != args.user:
         check_impersonation(session.store, session.roles, args.user, target_roles)
+    if session.user is not None:
+        ttl = _capped_ttl(session.store, target_roles, ttl)
     out = os.path.abspath(args.out)
     files = [out] if args.format == "file" else [out + ".key", out + ".crt", out + ".cas"]
     existing = [f for f in files if os.path.exists(f)]
@@ -581,6 +672,25 @@ def cmd_auth_sign(session: Session, args: argparse.Namespace) -> int:
     )
     session.out.write(f"\nThe credentials have been written to {', '.join(shown)}\n")
     return 0
+
+
+def _capped_ttl(
+    store: ResourceStore, roles: Sequence[str], ttl: datetime.timedelta
+) -> datetime.timedelta:
+    """The TTL Teleport grants a signer that is not the Auth host's built-in admin.
+
+    lib/auth/auth_with_roles.go (ServerWithRoles.generateUserCerts) lets only
+    the built-in Admin role override role TTLs; for anyone else
+    lib/auth/auth.go (Server.generateUserCert) cuts the TTL to the smallest
+    max_session_ttl of the roles the certificate carries
+    (AccessChecker.AdjustSessionTTL). tctl prints no warning.
+    """
+    for name in roles:
+        options = ((store.get("role", name) or {}).get("spec") or {}).get("options") or {}
+        limit = options.get("max_session_ttl")
+        if limit:
+            ttl = min(ttl, parse_go_duration(str(limit)))
+    return ttl
 
 
 def cmd_auth_export(session: Session, args: argparse.Namespace) -> int:
@@ -600,6 +710,7 @@ def cmd_lock(session: Session, args: argparse.Namespace) -> int:
     if not target:
         raise CommandError("at least one lock target must be given, e.g. --user=alice")
     session.allow("lock", "create")
+    session.admin_action()
     spec: dict[str, Any] = {"target": target, "message": args.message or ""}
     if args.ttl:
         expires = pki.utcnow() + parse_go_duration(args.ttl)
@@ -641,13 +752,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that fails like tctl: ``ERROR: ...`` on stderr, exit status 1."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(1, f"ERROR: {message}\n")
+        self.exit(1, f"{ERROR_PREFIX}{message}\n")
 
 
 def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument("-c", "--config", default=default, help="teleport.yaml of the sandbox")
-    parser.add_argument("--auth-server", default=default, help="accepted for compatibility")
+    parser.add_argument(
+        "--auth-server", default=default, help="Auth Service address; must be listening"
+    )
     parser.add_argument("-i", "--identity", default=default, help="identity file to act as")
     parser.add_argument(
         "-d", "--debug", action="store_true", default=argparse.SUPPRESS if suppress else False
@@ -756,10 +869,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         session = _open_session(args, sys.stdout)
         return handler(session, args)
+    except _CannotConnect as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except (SandboxError, pki.PkiError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"ERROR: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 1
 
 

@@ -28,6 +28,7 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._resources 
 from ansible_collections.teleport.event_handler.plugins.module_utils._tctl import (
     TctlError,
     TctlRunner,
+    TctlTimeout,
 )
 
 with open(os.path.join(os.path.dirname(__file__), "tctl_calls.yml"), encoding="utf-8") as _handle:
@@ -51,6 +52,8 @@ class Replay:
             assert json.loads(stdin) == record["stdin"]
         else:
             assert stdin is None
+        if "timeout" in record:
+            raise TctlTimeout(record["timeout"], record.get("err", ""))
         return record.get("rc", 0), record.get("out", ""), record.get("err", "")
 
 
