@@ -55,6 +55,8 @@ PROG = "teleport-event-handler"
 # Teleport's default event types that carry binary recording data or terminal
 # output; the Go plugin skips them in session streams since PR #59651.
 DEFAULT_SKIP_SESSION_TYPES = ("print", "desktop.recording")
+# The largest page GetUnstructuredEvents serves (Teleport's EventsMaxIterationLimit).
+TELEPORT_MAX_PAGE_LIMIT = 10000
 
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
@@ -392,9 +394,13 @@ OPTIONS: tuple[Option, ...] = (
         "batch",
         "int",
         ("FDFWD_BATCH",),
-        "events fetched per page (legacy engine)",
+        "events fetched per page (legacy engine); Teleport refuses more than 10000",
         _INGEST,
         minimum=1,
+        # Teleport's backends refuse a page limit above defaults.EventsMaxIterationLimit
+        # (lib/defaults/defaults.go) with "limit N exceeds 10000" (lib/events/dynamoevents,
+        # pgevents, filelog search functions): a larger batch could never be read.
+        maximum=TELEPORT_MAX_PAGE_LIMIT,
     ),
     Option(
         "types", "list", ("FDFWD_TYPES",), "export only these event types (comma list)", _INGEST

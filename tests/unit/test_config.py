@@ -454,8 +454,11 @@ def test_required_named_by_toml_key_with_a_config_file(tmp_path: Path) -> None:
         ),
         (["--teleport-addr=https://t:443"], {}, ["has a URL scheme"]),
         (["--teleport-addr=t:0"], {}, ["is not a number from 1 to 65535"]),
-        (["--batch=0"], {}, ["--batch: 0 is out of range; use 1 or more"]),
+        (["--batch=0"], {}, ["--batch: 0 is out of range; use a number from 1 to 10000"]),
         (["--batch=ten"], {}, ["--batch: 'ten' is not a whole number"]),
+        # Teleport refuses a page limit above 10000 (lib/defaults EventsMaxIterationLimit,
+        # checked in lib/events/dynamoevents, pgevents and filelog search functions).
+        (["--batch=10001"], {}, ["--batch: 10001 is out of range; use a number from 1 to 10000"]),
         (["--concurrency=-1"], {}, ["--concurrency: -1 is out of range"]),
         (["--fluentd-batch-size=10001"], {}, ["use a number from 1 to 10000"]),
         (["--fluentd-max-connections=-2"], {}, ["use 0 or more"]),

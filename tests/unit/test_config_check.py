@@ -196,3 +196,19 @@ def test_env_sourced_file_is_named_by_its_variable(
 def test_unreadable_config_file(tmp_path: Path) -> None:
     (problem,) = check_problems(tmp_path / "absent.toml")
     assert problem.key == "config file" and "does not exist" in problem.problem
+
+
+def test_batch_above_teleports_page_limit_is_refused(
+    good: tuple[Path, dict[str, Path], Path],
+) -> None:
+    """Teleport answers a GetUnstructuredEvents limit above 10000 with INVALID_ARGUMENT
+    "limit N exceeds 10000" (lib/defaults EventsMaxIterationLimit; lib/events/pgevents
+    Log.searchEvents, lib/events/filelog FileLog.SearchEvents): check-config refuses it
+    first, with the limit named."""
+    file, _, _ = good
+    file.write_text(file.read_text().replace("batch = 20\n", "batch = 20000\n"))
+    problems = check_problems(file)
+    assert len(problems) == 1
+    assert "batch" in str(problems[0]) and "from 1 to 10000" in str(problems[0])
+    file.write_text(file.read_text().replace("batch = 20000\n", "batch = 10000\n"))
+    assert check_config_file(str(file), {}).batch == 10000
