@@ -33,9 +33,11 @@ from teleport_event_handler.state import ChunkCursor, LegacyCursor, State
 from teleport_event_handler.teleport import (
     TeleportClient,
     TeleportError,
+    check_not_expired,
     explain,
     is_transient,
     is_unimplemented,
+    needs_a_person,
 )
 
 log = logging.getLogger(__name__)
@@ -58,14 +60,21 @@ def call_with_retry(
     client: TeleportClient,
     shutdown: Shutdown,
     progress: Callable[[], object] | None = None,
+    *,
+    persistent: bool = False,
 ) -> T:
-    """Run one Teleport call, retrying transient failures until it works.
+    """Run one Teleport call, retrying failures until it works.
 
-    Failures that retries cannot fix (permission denied, bad request) raise
-    TeleportError with the fix; transient ones are logged and retried with the
-    shared backoff, so an Auth outage pauses the export instead of ending it.
-    ``progress`` tells a stream that moved on before failing, which starts
-    the backoff again from its base.
+    Transient failures (the server is down, slow, or dropped the stream) are
+    logged and retried with the shared backoff, so an Auth outage pauses the
+    export instead of ending it. Other failures raise TeleportError with the
+    fix, unless ``persistent``: then everything is retried except what a person
+    must fix (permission denied, an identity Teleport refuses), as Teleport's
+    own exporter retries a chunk and a day's listing for ever
+    (lib/events/export/date_exporter.go, DateExporter.processChunk and
+    DateExporter.run). An expired identity always stops with the renewal fix.
+    ``progress`` tells a stream that moved on before failing, which starts the
+    backoff again from its base.
     """
     backoff = Backoff(base=0.5, cap=30.0)
     mark = progress() if progress else None
@@ -77,7 +86,13 @@ def call_with_retry(
         except grpc.RpcError as exc:
             if shutdown.requested:
                 raise Stopped from exc  # the shutdown cancelled the call
-            if not is_transient(exc):
+            if client.creds.expired():
+                try:
+                    check_not_expired(client.creds)
+                except TeleportError as expired:
+                    raise expired from exc
+            retry = is_transient(exc) or (persistent and not needs_a_person(exc))
+            if not retry:
                 raise explain(exc, client.addr, client.creds) from exc
             if progress is not None and progress() != mark:
                 mark = progress()
@@ -114,6 +129,22 @@ def _day(value: datetime.date) -> str:
     return value.isoformat()
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def _ns(value: datetime.datetime) -> int:
+    """Nanoseconds since the epoch, exactly (datetimes hold whole microseconds)."""
+    return (value - _EPOCH) // _MICROSECOND * 1000
+
+
+def _event_ns(event: auditlog_pb2.EventUnstructured) -> int | None:
+    """The event's time in nanoseconds, or None when Teleport sent none."""
+    if not event.HasField("time"):
+        return None
+    return int(event.time.seconds) * 1_000_000_000 + int(event.time.nanos)
+
+
 @dataclass
 class Engine:
     """What both engines share: where events come from and where they go."""
@@ -132,9 +163,16 @@ class Engine:
         raise NotImplementedError
 
     def retrying(
-        self, what: str, call: Callable[[], T], progress: Callable[[], object] | None = None
+        self,
+        what: str,
+        call: Callable[[], T],
+        progress: Callable[[], object] | None = None,
+        *,
+        persistent: bool = False,
     ) -> T:
-        return call_with_retry(what, call, self.client, self.shutdown, progress)
+        return call_with_retry(
+            what, call, self.client, self.shutdown, progress, persistent=persistent
+        )
 
     def body(self, event: auditlog_pb2.EventUnstructured) -> bytes | None:
         """The JSON to send, or None for an event the filters drop."""
@@ -152,6 +190,15 @@ class LegacyEngine(Engine):
     through the id. A window is left only when its end lies ``settle`` in the
     past and its last page is read, so events that reach the backend late are
     not skipped (Teleport issue #58365).
+
+    Teleport's backends select ``start <= time <= end`` (DynamoDB's
+    ``CreatedAt BETWEEN :start AND :end`` on whole seconds, lib/events/dynamoevents
+    Log.searchEventsRaw; Postgres, Firestore and the file log likewise), so an
+    event on a boundary, or anywhere in the boundary second on DynamoDB, is
+    served by both windows. Each window therefore forwards only events whose
+    time lies in ``[window start, window end)`` and passes over the rest (their
+    cursor still moves), since the neighbouring window forwards them. An event
+    without a time is always forwarded.
     """
 
     window_size: float = 86400.0
@@ -188,9 +235,15 @@ class LegacyEngine(Engine):
                     if item.id == last_id:
                         items = items[position + 1 :]
                         break
+            lowest, beyond = _ns(window_start), _ns(window_end)
             for item in items:
                 last_id = item.id
-                self.pipeline.submit(self.body(item), LegacyCursor(window_start, key, last_id))
+                update = LegacyCursor(window_start, key, last_id)
+                when = _event_ns(item)
+                if when is not None and not lowest <= when < beyond:
+                    self.pipeline.submit(None, update)  # the neighbouring window's event
+                    continue
+                self.pipeline.submit(self.body(item), update)
             if page.last_key:
                 key, last_id = page.last_key, ""
                 continue
@@ -248,10 +301,11 @@ class BulkEngine(Engine):
                     for n in range(self.BACKLOG_DAYS, 0, -1)
                     if current - datetime.timedelta(days=n) >= self.start_date
                 ]
-                found = 0
-                for day in [*backlog, current]:
-                    found += self._export_day(day, pool)
-                if found:
+                # Every day's chunks run side by side, so a chunk that keeps failing
+                # holds one worker, not the other chunks or days.
+                started = [f for day in [*backlog, current] for f in self._start_day(day, pool)]
+                self._wait_for(started)
+                if started:
                     continue  # poll again at once: more may have been sealed meanwhile
                 if current < today:
                     # Once the next day is stored, a restart no longer polls the
@@ -272,11 +326,15 @@ class BulkEngine(Engine):
                 self.pipeline.flush()
                 self.shutdown.wait(self.poll_interval)
 
-    def _export_day(self, day: datetime.date, pool: concurrent.futures.Executor) -> int:
-        """Export every chunk of ``day`` not yet sent; the number of chunks exported."""
+    def _start_day(
+        self, day: datetime.date, pool: concurrent.futures.Executor
+    ) -> list[concurrent.futures.Future[None]]:
+        """Start every chunk of ``day`` not yet sent; their futures."""
         name = _day(day)
         chunks = self.retrying(
-            f"GetEventExportChunks {name}", functools.partial(self.client.export_chunks, day)
+            f"listing the export chunks of {name}",
+            functools.partial(self.client.export_chunks, day),
+            persistent=True,
         )
         stored = self.state.chunks(name)
         with self._lock:
@@ -286,23 +344,25 @@ class BulkEngine(Engine):
                 for chunk in chunks
                 if chunk not in finished and not (chunk in stored and stored[chunk].done)
             ]
-        futures = [
+        return [
             pool.submit(
                 self._export_chunk, day, chunk, stored[chunk].cursor if chunk in stored else ""
             )
             for chunk in todo
         ]
+
+    def _wait_for(self, futures: list[concurrent.futures.Future[None]]) -> None:
         try:
             for future in concurrent.futures.as_completed(futures):
                 future.result()
         except BaseException:
-            # A chunk failed for good: stop the others now (they may be waiting on an
-            # unreachable Fluentd) so that the error is reported at once.
+            # Only what a person must fix (or a shutdown) ends a chunk: stop the
+            # others now (they may be waiting on an unreachable Fluentd) so that
+            # the error is reported at once.
             self.shutdown.request()
             for future in futures:
                 future.cancel()
             raise
-        return len(todo)
 
     def _export_chunk(self, day: datetime.date, chunk: str, cursor: str) -> None:
         """Send one chunk from ``cursor``; a dropped stream resumes after the last event read."""
@@ -317,7 +377,12 @@ class BulkEngine(Engine):
                 if self.shutdown.requested:
                     raise Stopped
 
-        self.retrying(f"exporting chunk {chunk} of {name}", stream, lambda: position)
+        # A chunk can fail in any way (a dropped stream, a chunk that vanished
+        # after it was listed, NOT_FOUND): it is retried from its cursor with
+        # backoff while the other chunks go on, as Teleport's exporter does.
+        self.retrying(
+            f"exporting chunk {chunk} of {name}", stream, lambda: position, persistent=True
+        )
         self.pipeline.submit(None, ChunkCursor(name, chunk, position, done=True))
         with self._lock:
             self._finished.setdefault(name, set()).add(chunk)

@@ -172,6 +172,12 @@ def is_transient(exc: grpc.RpcError) -> bool:
     )
 
 
+def needs_a_person(exc: grpc.RpcError) -> bool:
+    """Errors that no retry can fix: Teleport refuses this identity or its permissions."""
+    code = exc.code() if hasattr(exc, "code") else None
+    return code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
 def is_unimplemented(exc: grpc.RpcError) -> bool:
     return hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNIMPLEMENTED
 

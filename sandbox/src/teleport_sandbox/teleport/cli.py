@@ -8,6 +8,7 @@
     sandbox-teleport serve  --data-dir D [--listen 127.0.0.1:3025] [--port-file F]
                             [--mode bulk|legacy] [--live-rate N] [--fault K=V ...]
     sandbox-teleport append --data-dir D --count N [--type T] [--failed-logins USER:LOGIN ...]
+                            [--at 2026-01-02T03:04:05.000000000Z]
     sandbox-teleport faults --data-dir D set K=V ... | clear | show
     sandbox-teleport info   --data-dir D
 """
@@ -36,6 +37,17 @@ def _date(text: str) -> datetime.date:
         return datetime.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-25") from None
+
+
+def _time_ns(text: str) -> int:
+    from teleport_sandbox.teleport import corpus
+
+    try:
+        return corpus.parse_time_ns(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a UTC time like 2026-01-02T03:04:05.123456789Z"
+        ) from None
 
 
 def _failed_login(text: str) -> tuple[str, str]:
@@ -95,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="USER:LOGIN",
         help="make failed user.login events for these users/logins",
+    )
+    append.add_argument(
+        "--at",
+        type=_time_ns,
+        default=None,
+        metavar="TIME",
+        help="time the first event exactly at TIME (UTC, to the nanosecond, e.g. "
+        "2026-01-02T03:04:05.5Z) instead of now; it must be after every stored event",
     )
 
     faults = sub.add_parser("faults", help="change the faults of a running server")
@@ -208,7 +228,13 @@ def _cmd_append(args: argparse.Namespace) -> int:
         args.count,
         event_type=args.event_type,
         failed_logins=args.failed_logins,
+        now_ns=args.at,
     )
+    if args.at is not None and events and corpus.parse_time_ns(events[0]["time"]) != args.at:
+        raise corpus.CorpusError(
+            f"append --at: events are stored up to {events[0]['time']}; the appended events "
+            "follow them instead (give a later --at)"
+        )
     _print_json(
         {
             "appended": len(events),

@@ -84,6 +84,7 @@ __all__ = [
     "format_time",
     "generate_corpus",
     "info",
+    "parse_time_ns",
     "varint",
 ]
 
@@ -1569,6 +1570,16 @@ def _uid_order(corpus: Corpus, first: int, last: int, mm: mmap.mmap) -> array.ar
         ids.append((auditlog_pb2.EventUnstructured.FromString(body).id, p))
     ids.sort()
     return array.array("I", [p for _, p in ids])
+
+
+def parse_time_ns(text: str) -> int:
+    """``2026-01-02T03:04:05.123456789Z`` (UTC, any fraction) as nanoseconds; ValueError if not."""
+    if not text.endswith("Z"):
+        raise ValueError(f"{text!r} is not a UTC time ending in Z")
+    frac = text[:-1].partition(".")[2]
+    if frac and not frac.isdigit():
+        raise ValueError(f"{text!r} has a bad fraction of a second")
+    return _parse_time_ns(text)
 
 
 def _parse_time_ns(text: str) -> int:

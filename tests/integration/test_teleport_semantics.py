@@ -1,0 +1,153 @@
+"""End to end against a sandbox that answers as Teleport's server does (issue #6).
+
+Each test names the Teleport source whose behaviour it depends on. The sandbox
+models the server (``teleport_sandbox.teleport.server``), and these tests check
+that the forwarder, run as a real process, delivers every event exactly once
+where a real cluster would otherwise make it lose or repeat some.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teleport_sandbox.stack import Stack
+from teleport_sandbox.teleport.corpus import format_time
+
+RUN_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp("semantics") / "stack")
+    Stack(root=root, days=1, events_per_day=300).init()
+    return root
+
+
+def _stack(template: str, tmp_path: Path, mode: str, *teleport_args: str) -> Iterator[Stack]:
+    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode=mode)
+    stack.start_teleport(extra=list(teleport_args))
+    stack.start_fluentd()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for name in ("handler.log", "teleport.log"):
+            path = Path(stack.root) / name
+            if path.exists():
+                print(f"--- {path} (tail)\n{path.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def legacy(template: str, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(template, tmp_path, "legacy")
+
+
+@pytest.fixture
+def bulk(template: str, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(template, tmp_path, "bulk")
+
+
+def _counts(stack: Stack) -> collections.Counter[str]:
+    return collections.Counter(str(r["uid"]) for r in stack.received("audit"))
+
+
+def _append(stack: Stack, count: int, at: int | None = None) -> list[str]:
+    args = ["--count", str(count)]
+    if at is not None:
+        args += ["--at", format_time(at)]
+    out: dict[str, Any] = json.loads(stack.run_teleport_cli("append", *args))
+    return [str(uid) for uid in out["uids"]]
+
+
+def _assert_exactly_once(stack: Stack, expected: set[str]) -> None:
+    counts = _counts(stack)
+    missing = expected - set(counts)
+    repeated = {uid: n for uid, n in counts.items() if n > 1}
+    assert not missing, f"{len(missing)} of {len(expected)} events never arrived"
+    assert not repeated, f"{len(repeated)} events arrived more than once"
+    assert set(counts) == expected
+
+
+@pytest.mark.parametrize("batch", [50, 500])
+def test_live_events_in_the_current_window_arrive_exactly_once(legacy: Stack, batch: int) -> None:
+    """Teleport pages oldest first only for order 0 (lib/auth/grpcserver.go casts the
+    request's order to types.EventOrder; api/client/client.go
+    Client.SearchUnstructuredEvents). Asked newest first, a caught-up forwarder
+    resumes from a key that only reaches older events (small pages) or skips
+    the new ones through the last id (large pages): nothing appended later
+    would ever be exported."""
+    toml = legacy.handler_toml(start_time=legacy.corpus_start(), batch=batch)
+    proc = legacy.start_handler(toml)
+    try:
+        corpus = legacy.teleport_uids()
+        legacy.wait_until(proc, lambda: set(_counts(legacy)) >= corpus, "the corpus", 60)
+        appended: set[str] = set()
+        for _ in range(3):
+            appended |= set(_append(legacy, 40))
+            time.sleep(1.0)
+        expected = corpus | appended
+        legacy.wait_until(proc, lambda: set(_counts(legacy)) >= expected, "the live events", 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    _assert_exactly_once(legacy, legacy.teleport_uids())
+
+
+@pytest.mark.parametrize("whole_seconds", [False, True], ids=["exact", "dynamodb-seconds"])
+def test_events_on_window_boundaries_arrive_exactly_once(
+    template: str, tmp_path: Path, whole_seconds: bool
+) -> None:
+    """Teleport's backends select BETWEEN start AND end, inclusive at both ends
+    (lib/events/dynamoevents Log.searchEventsRaw "CreatedAt BETWEEN :start and
+    :end" on Unix seconds; lib/events/filelog, pgevents, firestoreevents), so an
+    event on a boundary, and on DynamoDB every event of the boundary second, is
+    served by two windows."""
+    faults = ["--fault=whole_seconds=true"] if whole_seconds else []
+    stacks = _stack(template, tmp_path, "legacy", *faults)
+    stack = next(stacks)
+    try:
+        second = 1_000_000_000
+        t0 = (math.ceil(time.time()) + 3) * second  # a window boundary, in whole seconds
+        offsets = [-second, -1, 0, 1, second // 2, 2 * second - 1, 2 * second, 5 * second // 2]
+        expected = {uid for offset in offsets for uid in _append(stack, 1, at=t0 + offset)}
+        assert len(expected) == len(offsets)
+        # Past the last event and the settle time (2 x timeout) of the window
+        # before it, so that one run reads every window up to the present.
+        while time.time_ns() < t0 + 4 * second + second // 4:
+            time.sleep(0.1)
+        start = datetime.datetime.fromtimestamp(t0 // second - 4, datetime.UTC)
+        toml = stack.handler_toml(start_time=start, window_size="2s", batch=3)
+        proc = stack.start_handler(toml, "--exit-on-last-event")
+        assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {stack.root}/handler.log"
+        _assert_exactly_once(stack, expected)
+    finally:
+        next(stacks, None)
+
+
+def test_a_vanished_chunk_is_retried_and_the_export_goes_on(bulk: Stack) -> None:
+    """A listed chunk can be gone when it is exported (NOT_FOUND). Teleport's own
+    exporter retries every chunk failure for ever, with backoff
+    (lib/events/export/date_exporter.go, DateExporter.processChunk): the
+    forwarder must neither stop nor lose the chunk."""
+    bulk.run_teleport_cli("faults", "set", "not_found=1", "methods=ExportUnstructuredEvents")
+    toml = bulk.handler_toml(start_time=bulk.corpus_start())
+    proc = bulk.start_handler(toml, "--exit-on-last-event")
+    try:
+        bulk.wait_until(proc, lambda: "NOT_FOUND" in bulk.handler_log(), "a retried chunk", 60)
+        time.sleep(3)
+        assert proc.poll() is None, "the handler stopped on a vanished chunk"
+        assert "retrying in" in bulk.handler_log()
+    finally:
+        bulk.run_teleport_cli("faults", "clear")
+    assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {bulk.root}/handler.log"
+    _assert_exactly_once(bulk, bulk.teleport_uids())
