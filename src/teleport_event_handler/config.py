@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
 from teleport_event_handler.durations import DurationError, format_duration, go_seconds
+from teleport_event_handler.protos import TELEPORT_API_VERSION
 
 __all__ = [
     "OPTIONS",
@@ -141,6 +142,7 @@ class Config:
     teleport_ca: str | None = None
     teleport_cert: str | None = None
     teleport_key: str | None = None
+    teleport_api_version: str = TELEPORT_API_VERSION
     # ingest
     storage: str
     batch: int = 20
@@ -380,6 +382,15 @@ OPTIONS: tuple[Option, ...] = (
         ("FDFWD_TELEPORT_KEY",),
         "private key of --teleport-cert (PEM)",
         _TELEPORT,
+    ),
+    Option(
+        "teleport-api-version",
+        "str",
+        ("FDFWD_TELEPORT_API_VERSION",),
+        "Teleport API version announced to the Auth Service (the 'version' gRPC metadata); "
+        "raise it when the cluster refuses older clients",
+        _TELEPORT,
+        ours=True,
     ),
     # ingest
     Option(
@@ -668,7 +679,20 @@ def _to_time(value: Any) -> datetime.datetime:
     return moment.astimezone(datetime.UTC).replace(microsecond=0)
 
 
+def _to_api_version(value: Any) -> str:
+    """A semantic version, as Teleport parses the client's (lib/auth/middleware.go)."""
+    text = _need_str(value, f'"{TELEPORT_API_VERSION}"').strip()
+    if not re.fullmatch(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?", text):
+        raise _Invalid(
+            f"{text!r} is not a Teleport version",
+            f"write MAJOR.MINOR.PATCH, e.g. {TELEPORT_API_VERSION} (Teleport refuses other values)",
+        )
+    return text
+
+
 def _convert(opt: Option, value: Any) -> Any:
+    if opt.field == "teleport_api_version":
+        return _to_api_version(value)
     if opt.kind == "url":
         return _to_url(value, opt)
     if opt.kind == "addr":

@@ -48,6 +48,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "teleport-ca": ("/t/ca.pem", '"/t/ca.pem"', None),
     "teleport-cert": ("/t/cert.pem", '"/t/cert.pem"', None),
     "teleport-key": ("/t/key.pem", '"/t/key.pem"', None),
+    "teleport-api-version": ("18.1.0", '"18.1.0"', "18.1.0"),
     "storage": ("/srv/storage", '"/srv/storage"', None),
     "batch": ("50", "50", 50),
     "types": ("user.login, session.start", '["user.login", "session.start"]', None),
@@ -456,6 +457,13 @@ def test_required_named_by_toml_key_with_a_config_file(tmp_path: Path) -> None:
         (["--teleport-addr=t:0"], {}, ["is not a number from 1 to 65535"]),
         (["--batch=0"], {}, ["--batch: 0 is out of range; use a number from 1 to 10000"]),
         (["--batch=ten"], {}, ["--batch: 'ten' is not a whole number"]),
+        # Teleport refuses a client version that is not MAJOR.MINOR.PATCH
+        # (lib/auth/middleware.go, Middleware.ValidateClientVersion).
+        (
+            ["--teleport-api-version=v18"],
+            {},
+            ["--teleport-api-version: 'v18' is not a Teleport version", "MAJOR.MINOR.PATCH"],
+        ),
         # Teleport refuses a page limit above 10000 (lib/defaults EventsMaxIterationLimit,
         # checked in lib/events/dynamoevents, pgevents and filelog search functions).
         (["--batch=10001"], {}, ["--batch: 10001 is out of range; use a number from 1 to 10000"]),
