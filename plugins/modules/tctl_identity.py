@@ -51,9 +51,11 @@ options:
     aliases: [dest, out]
   ttl:
     description:
-      - Lifetime of a new identity, a Go duration such as V(12h) or V(8760h). Teleport caps it
-        at the signer's C(max_session_ttl); the task warns when the capped identity is already
-        within O(renew_before), as every run would then sign a new one.
+      - Lifetime of a new identity, a Go duration such as V(12h) or V(8760h). Unless C(tctl)
+        acts as the Auth Service's built-in admin (O(tctl_config) on the Auth Service host),
+        Teleport caps it at the smallest C(max_session_ttl) of the roles the identity carries,
+        without an error; the task warns when the capped identity is already within
+        O(renew_before), as every run would then sign a new one.
     type: str
     default: 12h
   renew_before:
@@ -214,9 +216,10 @@ def main():
                     f"Teleport issued the identity for {user} until "
                     f"{_pki.iso_utc(after.not_after)}, shorter than ttl ({params['ttl']}) and "
                     f"within renew_before ({format_duration(renew_before)}), so every run will "
-                    "sign a new one. Teleport caps the ttl at the max_session_ttl of the signer's "
-                    "roles (an impersonator's role): set ttl to at most that, and renew_before "
-                    "shorter than ttl"
+                    "sign a new one. Unless tctl runs as the Auth Service's admin (tctl_config "
+                    "on the Auth host), Teleport caps the ttl at the smallest max_session_ttl of "
+                    f"{user}'s roles: set ttl to at most that and renew_before shorter than ttl, "
+                    "or raise max_session_ttl"
                 )
     except (TctlError, IdentityError) as exc:
         module.fail_json(msg=str(exc))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,34 +392,37 @@ def test_check_mode_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
 
 
 def test_identity_capped_below_renew_before_says_so(cluster: Cluster, tmp_path: Path) -> None:
-    # Teleport caps an impersonated identity at the impersonator's
-    # max_session_ttl; this tctl does that with a 1h cap. An identity issued
-    # for less than renew_before would be renewed on every run: say so.
+    # The guide's flow: alice, holding the impersonator role, signs the
+    # handler's identity with her own identity file. Teleport lets only the
+    # Auth host's built-in admin override role TTLs (lib/auth/auth_with_roles.go,
+    # ServerWithRoles.generateUserCerts) and caps anyone else's request at the
+    # smallest max_session_ttl of the identity's roles (lib/auth/auth.go,
+    # Server.generateUserCert, AdjustSessionTTL), silently: the handler's role
+    # allows 10h, so a year's ttl becomes 10h, inside renew_before. Say so.
     cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("create", "-", stdin=json.dumps(IMPERSONATOR_ROLE))
     cluster.tctl("users", "add", HANDLER, f"--roles={HANDLER}")
-    capped = tmp_path / "capped-tctl"
-    capped.write_text(
-        f"#!{sys.executable}\n"
-        "import os, sys\n"
-        "args = ['--ttl=1h' if a.startswith('--ttl=') else a for a in sys.argv[1:]]\n"
-        f"os.execv({str(BIN / 'sandbox-tctl')!r}, ['tctl', *args])\n"
-    )
-    capped.chmod(0o755)
+    cluster.tctl("users", "add", "alice", "--roles=teleport-event-handler-impersonator")
+    alice = tmp_path / "alice.identity"
+    cluster.tctl("auth", "sign", "--user=alice", f"--out={alice}", "--ttl=1h")
     sign = dict(
         cluster.connection(),
-        tctl_path=str(capped),
+        identity_file=str(alice),
+        auth_server=cluster.addr,
         user=HANDLER,
         path=str(tmp_path / "identity"),
         ttl="8760h",
         renew_before="720h",
+        check_roles=False,  # alice may sign, not read users
     )
     results, _ = run_playbook(tmp_path, [{"teleport.event_handler.tctl_identity": sign}])
     assert results[0]["changed"]
     not_after = datetime.datetime.fromisoformat(results[0]["not_after"].replace("Z", "+00:00"))
-    assert not_after - datetime.datetime.now(datetime.UTC) <= datetime.timedelta(hours=1)
+    lifetime = not_after - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(hours=9) < lifetime <= datetime.timedelta(hours=10, minutes=2)
     warnings = " ".join(results[0].get("warnings", []))
     assert "max_session_ttl" in warnings and "renew_before" in warnings
-    assert "every run" in warnings
+    assert "every run" in warnings and "tctl_config" in warnings
 
 
 def test_identity_check_mode_fails_where_the_real_run_fails(
@@ -483,3 +486,93 @@ def test_failures_say_what_to_fix(cluster: Cluster, tmp_path: Path) -> None:
     assert "frobnicator" in kind and "Check the resource kind" in kind
     assert "'nobody' does not exist" in nobody
     assert "tctl_path" in binary and "/nonexistent/tctl" in binary
+
+
+def test_revoking_a_bots_last_role_fails_instead_of_pretending(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # tool/tctl/common/bots_command.go, BotsCommand.UpdateBot: an empty
+    # --set-roles is ignored, so "revoke the last role" would report changed
+    # while the bot keeps it.
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("bots", "add", "my-bot", f"--roles={HANDLER}")
+    revoke = dict(cluster.connection(), bot="my-bot", roles=[HANDLER], state="absent")
+    tasks = [
+        {
+            "teleport.event_handler.tctl_grant_role": revoke,
+            "check_mode": check,
+            "ignore_errors": True,
+        }
+        for check in (True, False)
+    ]
+    results, _ = run_playbook(tmp_path, tasks)
+    assert [bool(r.get("failed")) for r in results] == [True, True]
+    assert results[0]["msg"] == results[1]["msg"]
+    assert "would leave bot 'my-bot' without roles" in results[1]["msg"]
+    assert "tctl bots rm my-bot" in results[1]["msg"]
+    assert cluster.get("bot/my-bot")["spec"]["roles"] == [HANDLER]
+
+
+def test_an_auth_server_that_does_not_answer_is_named(cluster: Cluster, tmp_path: Path) -> None:
+    # tool/tctl/common/client/auth.go, GetInitFunc: "Cannot connect to the auth server".
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    task = dict(cluster.connection(), auth_server=closed, definition=HANDLER_ROLE)
+    results, _ = run_playbook(
+        tmp_path, [{"teleport.event_handler.tctl_resource": task, "ignore_errors": True}]
+    )
+    assert results[0]["failed"]
+    assert "Cannot connect to the auth server" in results[0]["msg"]
+    assert f"cannot reach the Auth Service at {closed}" in results[0]["msg"]
+
+
+def test_a_tctl_that_never_answers_is_stopped_by_the_timeout(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # A stand-in for tctl stuck at a prompt (and a child holding its pipes).
+    stuck = tmp_path / "stuck-tctl"
+    stuck.write_text("#!/bin/sh\necho 'Tap any security key' >&2\nsleep 600 &\nwait\n")
+    stuck.chmod(0o755)
+    task = {"tctl_path": str(stuck), "timeout": 2, "definition": HANDLER_ROLE}
+    started = time.monotonic()
+    results, _ = run_playbook(
+        tmp_path, [{"teleport.event_handler.tctl_resource": task, "ignore_errors": True}]
+    )
+    assert time.monotonic() - started < 120
+    message = results[0]["msg"]
+    assert results[0]["failed"]
+    assert "did not finish within 2 seconds" in message
+    assert "'Tap any security key'" in message
+    assert "identity_file" in message and "tctl_config" in message
+
+
+def test_admin_mfa_from_a_tsh_login_times_out_and_names_the_fix(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # lib/authz/permissions.go, isAdminActionAuthorizationRequired: on a
+    # cluster that requires MFA for admin actions a person's login must touch a
+    # security key for every change; identities the Auth host's admin signed
+    # (and the Auth host itself) are exempt. The sandbox's tctl, with
+    # TELEPORT_SANDBOX_ADMIN_MFA, waits at tctl's prompt as tctl does.
+    cluster.tctl("create", "-", stdin=json.dumps(HANDLER_ROLE))
+    cluster.tctl("users", "add", "ops", "--roles=editor")
+    ops = tmp_path / "ops.identity"
+    cluster.tctl("auth", "sign", "--user=ops", f"--out={ops}", "--ttl=1h")
+    as_person = {"tctl_path": str(BIN / "sandbox-tctl"), "timeout": 3}
+    as_signed = dict(as_person, identity_file=str(ops), auth_server=cluster.addr)
+    tasks = [
+        {"teleport.event_handler.tctl_resource": dict(as_person, definition=IMPERSONATOR_ROLE)},
+        {"teleport.event_handler.tctl_resource": dict(as_signed, definition=IMPERSONATOR_ROLE)},
+    ]
+    env = {"TELEPORT_SANDBOX_DATA_DIR": str(cluster.data_dir), "TELEPORT_SANDBOX_ADMIN_MFA": "1"}
+    results, _ = run_playbook(tmp_path, [dict(t, ignore_errors=True) for t in tasks], env=env)
+    waited, signed = results
+    assert waited["failed"]
+    assert "tctl create /dev/stdin: tctl did not finish within 3 seconds" in waited["msg"]
+    assert "'Tap any security key'" in waited["msg"]
+    assert "identity_file" in waited["msg"] and "tctl_config" in waited["msg"]
+    assert not signed.get("failed"), signed.get("msg")
+    assert signed["changed"]
+    assert cluster.get("role/teleport-event-handler-impersonator")["kind"] == "role"
