@@ -371,11 +371,25 @@ class BulkEngine(Engine):
 
         def stream() -> None:
             nonlocal position
-            for item in self.client.export_events(day, chunk, position):
-                position = item.cursor
-                self.pipeline.submit(self.body(item.event), ChunkCursor(name, chunk, position))
-                if self.shutdown.requested:
-                    raise Stopped
+            try:
+                for item in self.client.export_events(day, chunk, position):
+                    position = item.cursor
+                    self.pipeline.submit(self.body(item.event), ChunkCursor(name, chunk, position))
+                    if self.shutdown.requested:
+                        raise Stopped
+            except grpc.RpcError as exc:
+                if position and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    # No retry makes Teleport accept a cursor it refuses: start the
+                    # chunk again, so nothing is lost (what was sent is sent again).
+                    log.warning(
+                        "Teleport refused the cursor of chunk %s of %s (%s); exporting the "
+                        "chunk again from its start, so its events already sent are sent again",
+                        chunk,
+                        name,
+                        exc.details(),
+                    )
+                    position = ""
+                raise
 
         # A chunk can fail in any way (a dropped stream, a chunk that vanished
         # after it was listed, NOT_FOUND): it is retried from its cursor with

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from teleport_event_handler.state import ChunkCursor, State, state_dir
 from teleport_sandbox.stack import Stack
-from teleport_sandbox.teleport.corpus import format_time
+from teleport_sandbox.teleport.corpus import Corpus, format_time
 
 RUN_TIMEOUT = 180
 
@@ -150,4 +151,23 @@ def test_a_vanished_chunk_is_retried_and_the_export_goes_on(bulk: Stack) -> None
     finally:
         bulk.run_teleport_cli("faults", "clear")
     assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {bulk.root}/handler.log"
+    _assert_exactly_once(bulk, bulk.teleport_uids())
+
+
+def test_a_refused_chunk_cursor_restarts_the_chunk_instead_of_stopping(bulk: Stack) -> None:
+    """A stored cursor Teleport no longer accepts (INVALID_ARGUMENT from
+    lib/events/athena/querier.go querier.ExportUnstructuredEvents, which decodes
+    it) cannot be fixed by retrying it: the chunk is exported again from its
+    start, so nothing is lost and the export goes on."""
+    start = bulk.corpus_start()
+    day = start.date().isoformat()
+    chunk = Corpus(bulk.teleport_dir).chunk_ids(day)[0]
+    state = State(state_dir(bulk.storage, bulk.teleport_addr))
+    state.settle_start_time(start, start)
+    state.add_date(day)
+    state.apply([ChunkCursor(day, chunk, "not-a-cursor")])
+    state.close()
+    proc = bulk.start_handler(bulk.handler_toml(start_time=start), "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {bulk.root}/handler.log"
+    assert f"Teleport refused the cursor of chunk {chunk} of {day}" in bulk.handler_log()
     _assert_exactly_once(bulk, bulk.teleport_uids())
