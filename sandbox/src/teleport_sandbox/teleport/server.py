@@ -21,6 +21,13 @@ Backends (``mode``):
             work, as does ``GetUnstructuredEvents``.
 ``legacy``  DynamoDB/Postgres/file-like: the two bulk calls answer
             UNIMPLEMENTED, like those Teleport backends.
+
+What the server does as Teleport's does (each handler names its source):
+``order`` 0 pages oldest first and 1 newest first; a window is selected
+inclusive at both ends (``whole_seconds`` fault: in Unix seconds, as DynamoDB);
+``limit`` 0 means 500 and above 10000 is INVALID_ARGUMENT; a page stops short
+of 1 MiB of event JSON; a chunk cursor at or past the end is an empty stream;
+the ``version`` metadata can be refused below ``oldest_client_version``.
 """
 
 from __future__ import annotations
