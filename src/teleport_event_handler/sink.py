@@ -49,6 +49,8 @@ RejectedHandler = Callable[[str, bytes, int, bytes], None]
 # keepalive_timeout (10 s), so we rarely reuse one the server just closed.
 IDLE_TIMEOUT = 8.0
 _USER_AGENT = f"teleport-event-handler/{__version__}"
+# How long a clean close waits for the server's close_notify.
+CLOSE_TIMEOUT = 1.0
 # Alerts with which a server refuses our client certificate (TLS 1.2 and 1.3).
 _CLIENT_CERT_REFUSED = {
     "TLSV13_ALERT_CERTIFICATE_REQUIRED",
@@ -60,6 +62,12 @@ _CLIENT_CERT_REFUSED = {
     "TLSV1_ALERT_UNKNOWN_CA",
     "TLSV1_ALERT_ACCESS_DENIED",
 }
+# Fluentd 1.16 speaks TLS 1.2 only by default (lib/fluent/tls.rb DEFAULT_VERSION),
+# and OpenSSL then refuses a client without a certificate with this alert
+# (VERIFY_FAIL_IF_NO_PEER_CERT, lib/fluent/plugin_helper/cert_option.rb
+# #cert_option_create_context), not TLS 1.3's certificate_required.
+_HANDSHAKE_FAILURE = "SSLV3_ALERT_HANDSHAKE_FAILURE"
+_NO_COMMON_VERSION = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL"}
 _NOT_TLS = {
     "WRONG_VERSION_NUMBER",
     "HTTP_REQUEST",
@@ -265,10 +273,10 @@ class FluentdClient:
             conn.request("GET", target.path, headers={"Connection": "close"})
             conn.getresponse().read()
         except (OSError, http.client.HTTPException) as exc:
+            conn.close()
             self._raise_if_fatal(target, exc)
             return f"Fluentd at {target.url} is not reachable yet ({_reason(exc)})"
-        finally:
-            conn.close()
+        _close_gracefully(conn)
         return None
 
     def close(self) -> None:
@@ -284,7 +292,7 @@ class FluentdClient:
             self._open -= len(idle)
             busy = list(self._busy)
         for conn in idle:
-            conn.close()
+            _close_gracefully(conn)
         for conn in busy:
             sock = conn.sock
             if sock is not None:
@@ -379,7 +387,7 @@ class FluentdClient:
                     response = conn.getresponse()
                     answer = response.read()
                 except (OSError, http.client.HTTPException) as exc:
-                    self._checkin(target, conn, reusable=False)
+                    self._checkin(target, conn, reusable=False, broken=True)
                     if self._shutdown.requested:
                         raise ShutdownRequested(
                             f"shutdown aborted a request to {target.url}"
@@ -413,9 +421,33 @@ class FluentdClient:
             ) from exc
         if isinstance(exc, ssl.SSLError):
             reason = exc.reason or ""
+            if reason == _HANDSHAKE_FAILURE:
+                if not self._has_client_cert:
+                    fix = (
+                        "it requires a client certificate (Fluentd's <transport tls> "
+                        "client_cert_auth): give --fluentd-cert and --fluentd-key "
+                        "([forward.fluentd] cert, key) signed by the CA in its ca_path"
+                    )
+                else:
+                    fix = (
+                        "check that --fluentd-cert/--fluentd-key ([forward.fluentd] cert, key) "
+                        "are signed by the CA in Fluentd's <transport tls> ca_path and that "
+                        "its version/min_version/max_version allow TLS 1.2"
+                    )
+                raise SinkError(
+                    f"Fluentd at {target.url} refused the TLS handshake ({reason}): {fix}"
+                ) from exc
+            if reason in _NO_COMMON_VERSION:
+                raise SinkError(
+                    f"Fluentd at {target.url} speaks no TLS version this client does ({reason}): "
+                    "set Fluentd's <transport tls> version to TLSv1_2 (its default) or TLSv1_3"
+                ) from exc
             if reason in _CLIENT_CERT_REFUSED:
                 if not self._has_client_cert:
-                    fix = "it requires one: give --fluentd-cert and --fluentd-key"
+                    fix = (
+                        "it requires one: give --fluentd-cert and --fluentd-key "
+                        "([forward.fluentd] cert, key) signed by the CA in its ca_path"
+                    )
                 else:
                     fix = (
                         "give --fluentd-cert/--fluentd-key signed by the CA in Fluentd's "
@@ -467,7 +499,7 @@ class FluentdClient:
                 conn = self._new_connection(target)
             self._busy.add(conn)
         for old in stale:
-            old.close()
+            _close_gracefully(old)
         return conn, reused
 
     def _new_connection(self, target: _Target) -> http.client.HTTPConnection:
@@ -478,7 +510,12 @@ class FluentdClient:
         return _HTTPConnection(target.host, target.port, timeout=self.timeout)
 
     def _checkin(
-        self, target: _Target, conn: http.client.HTTPConnection, *, reusable: bool
+        self,
+        target: _Target,
+        conn: http.client.HTTPConnection,
+        *,
+        reusable: bool,
+        broken: bool = False,
     ) -> None:
         with self._lock:
             self._busy.discard(conn)
@@ -486,7 +523,10 @@ class FluentdClient:
                 self._idle.setdefault(target.key, []).append((time.monotonic(), conn))
                 return
             self._open -= 1
-        conn.close()
+        if broken:
+            conn.close()
+        else:
+            _close_gracefully(conn)
 
     def _drop_idle(self, target: _Target) -> None:
         """After one dropped keep-alive connection, the others to that server are suspect too."""
@@ -494,7 +534,7 @@ class FluentdClient:
             idle = self._idle.pop(target.key, [])
             self._open -= len(idle)
         for _, conn in idle:
-            conn.close()
+            conn.close()  # suspect: the server may be gone
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
@@ -521,6 +561,21 @@ class FluentdClient:
         if len(self._targets) < 10_000:  # session URLs are per session: bound the cache
             self._targets[url] = target
         return target
+
+
+def _close_gracefully(conn: http.client.HTTPConnection) -> None:
+    """Close a connection, ending TLS with close_notify first.
+
+    Without it Fluentd logs "close socket due to unexpected ssl error:
+    SSL_read: unexpected eof" for every connection (its TLS reader,
+    lib/fluent/plugin_helper/server.rb TLSCallbackSocket#on_readable).
+    """
+    sock = conn.sock
+    if isinstance(sock, ssl.SSLSocket):
+        with contextlib.suppress(OSError, ValueError):
+            sock.settimeout(min(CLOSE_TIMEOUT, conn.timeout or CLOSE_TIMEOUT))
+            sock.unwrap()
+    conn.close()
 
 
 def _reason(exc: BaseException) -> str:

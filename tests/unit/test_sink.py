@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,24 @@ from teleport_sandbox.fluentd import (
     build_config,
     read_records,
 )
+
+
+@contextlib.contextmanager
+def caplog_of(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logger ``name`` emits inside the block."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.WARNING)
+    target = logging.getLogger(name)
+    target.addHandler(handler)
+    try:
+        yield records
+    finally:
+        target.removeHandler(handler)
 
 
 def fast_backoff() -> Backoff:
@@ -220,14 +240,53 @@ def test_wrong_ca_is_a_clear_error(certs: FluentdCerts, server: FluentdServer) -
 
 
 def test_client_without_certificate_is_refused(certs: FluentdCerts, server: FluentdServer) -> None:
+    # Fluentd 1.16 speaks TLS 1.2 only (lib/fluent/tls.rb DEFAULT_VERSION): no
+    # certificate is a handshake_failure alert, which must stop, not retry.
     client = make_client(certs, cert=None, key=None)
-    with pytest.raises(SinkError, match=r"refused the client certificate .*CERTIFICATE_REQUIRED"):
+    with pytest.raises(
+        SinkError, match=r"refused the TLS handshake .*HANDSHAKE_FAILURE.*--fluentd-cert.*ca_path"
+    ):
         client.deliver(server.url("test.log", "localhost"), events(1), as_array=True)
     stranger = make_client(
         certs, cert=str(certs.foreign_client_cert), key=str(certs.foreign_client_key)
     )
     with pytest.raises(SinkError, match="signed by the CA in Fluentd's <transport tls> ca_path"):
         stranger.deliver(server.url("test.log", "localhost"), events(1), as_array=True)
+
+
+def test_tls_1_3_receiver_without_client_certificate_is_refused(
+    certs: FluentdCerts, out: Path, serve: Callable[..., FluentdServer]
+) -> None:
+    """A Fluentd set to ``version TLSv1_3`` says certificate_required instead."""
+    tls13 = certs.transport_tls(extra="    version TLSv1_3\n")
+    server = serve(fluent_conf(None, out, extra_source=tls13))
+    client = make_client(certs, cert=None, key=None)
+    with pytest.raises(SinkError, match=r"refused the client certificate .*CERTIFICATE_REQUIRED"):
+        client.check(server.url("test.log", "localhost"))
+
+
+def test_close_ends_tls_with_close_notify(certs: FluentdCerts, server: FluentdServer) -> None:
+    """Fluentd logs "SSL_read: unexpected eof" for every connection closed
+    without close_notify (lib/fluent/plugin_helper/server.rb
+    TLSCallbackSocket#on_readable); so does the sandbox."""
+    client = make_client(certs, max_connections=3)
+    url = server.url("test.log", "localhost")
+    threads = [
+        threading.Thread(
+            target=client.deliver, args=(url, events(5, 5 * i)), kwargs={"as_array": False}
+        )
+        for i in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.check(url) is None
+    with caplog_of("fluentd") as records:
+        client.close()
+        time.sleep(0.5)
+    assert server.stats.snapshot()["connections"]["accepted"] >= 2
+    assert not [r for r in records if "unexpected eof" in r.getMessage()], records
 
 
 def test_start_up_check_finds_setup_mistakes_before_any_event(
@@ -237,7 +296,7 @@ def test_start_up_check_finds_setup_mistakes_before_any_event(
     assert make_client(certs).check(url) is None
     with pytest.raises(SinkError, match="does not verify"):
         make_client(certs, ca=str(certs.foreign_ca)).check(url)
-    with pytest.raises(SinkError, match="refused the client certificate"):
+    with pytest.raises(SinkError, match="refused the TLS handshake"):
         make_client(certs, cert=None, key=None).check(url)
     assert server.stats.snapshot()["records"] == 0
     server.stop()
