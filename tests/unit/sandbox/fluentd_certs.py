@@ -32,10 +32,11 @@ class FluentdCerts:
     foreign_client_cert: Path
     foreign_client_key: Path
 
-    def transport_tls(self, *, client_cert_auth: bool = True) -> str:
+    def transport_tls(self, *, client_cert_auth: bool = True, extra: str = "") -> str:
         """The ``<transport tls>`` block of a fluent.conf using these files."""
         return (
             "  <transport tls>\n"
+            f"{extra}"
             f"    client_cert_auth {'true' if client_cert_auth else 'false'}\n"
             f"    ca_path {self.ca}\n"
             f"    cert_path {self.server_cert}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import io
 import json
@@ -10,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -175,7 +177,8 @@ def test_mutual_tls_refuses_strangers_at_the_handshake(
     certs: FluentdCerts, tmp_path: Path, serve: Callable[..., FluentdServer]
 ) -> None:
     server = serve(fluent_conf(certs, tmp_path / "out"))
-    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+    # TLS 1.2 only, as Fluentd 1.16: no certificate is handshake_failure.
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
         post(server, "/test.log", b"{}", client_context(certs))
     foreign = client_context(certs, cert=certs.foreign_client_cert, key=certs.foreign_client_key)
     with pytest.raises(ssl.SSLError, match="UNKNOWN_CA"):
@@ -399,3 +402,131 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=rf"f.conf:1: cannot listen on 127.0.0.1:{port}"):
             FluentdServer(config, port=port)
     assert not os.listdir(tmp_path)
+
+
+def _tls_version(server: FluentdServer, context: ssl.SSLContext) -> str | None:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.version()
+
+
+def test_tls_versions_follow_fluentd(
+    certs: FluentdCerts, tmp_path: Path, serve: Callable[..., FluentdServer]
+) -> None:
+    """Fluentd 1.16 lib/fluent/tls.rb #set_version_to_context: ``version``
+    (default TLSv1_2) is both ends unless min_version and max_version are
+    both given; one of them alone is a configuration error."""
+    out = tmp_path / "out"
+    server = serve(fluent_conf(certs, out))
+    assert _tls_version(server, good_context(certs)) == "TLSv1.2"
+    only13 = good_context(certs)
+    only13.minimum_version = ssl.TLSVersion.TLSv1_3
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        _tls_version(server, only13)
+    tls13 = certs.transport_tls(extra="    version TLSv1_3\n")
+    server13 = serve(fluent_conf(None, out, extra_source=tls13))
+    assert _tls_version(server13, good_context(certs)) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+        post(server13, "/test.log", b"{}", client_context(certs))
+    both = certs.transport_tls(extra="    min_version TLS1_2\n    max_version TLS1_3\n")
+    assert _tls_version(serve(fluent_conf(None, out, extra_source=both)), good_context(certs)) == (
+        "TLSv1.3"
+    )
+    alone = certs.transport_tls(extra="    min_version TLS1_2\n")
+    with pytest.raises(ConfigError, match="must set max_version together"):
+        build_config(fluent_conf(None, out, extra_source=alone))
+
+
+def _request(
+    server: FluentdServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    context: ssl.SSLContext,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, str | None]:
+    conn = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=10)
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), response.getheader("Connection")
+    finally:
+        conn.close()
+
+
+def test_request_handling_like_in_http(
+    certs: FluentdCerts, tmp_path: Path, serve: Callable[..., FluentdServer]
+) -> None:
+    """Fluentd 1.16 lib/fluent/plugin/in_http.rb: Handler#on_message_complete
+    answers GET 200 (#handle_get_request, a health check) and OPTIONS 403
+    without CORS (#handle_options_request), inflates gzip and deflate bodies,
+    and #on_request takes ``?time=`` (String#to_f) as the event time."""
+    out = tmp_path / "out" / "audit"
+    server = serve(fluent_conf(certs, out))
+    ctx = good_context(certs)
+    assert _request(server, "GET", "/any", None, ctx) == (200, b"", None)
+    assert _request(server, "OPTIONS", "/test.log", None, ctx)[0] == 403
+    json_header = {"Content-Type": "application/json"}
+    gz = {**json_header, "Content-Encoding": "gzip"}
+    assert _request(server, "POST", "/test.log", gzip.compress(b'{"uid":"g"}'), ctx, gz)[0] == 200
+    deflate = {**json_header, "Content-Encoding": "deflate"}
+    assert (
+        _request(server, "POST", "/test.log", zlib.compress(b'{"uid":"d"}'), ctx, deflate)[0] == 200
+    )
+    assert _request(server, "POST", "/test.log", b"not gzip", ctx, gz)[:2] == (400, b"")
+    body = b'[{"uid":"t1","time":"2025-06-01T10:00:00"},{"uid":"t2"}]'
+    assert _request(server, "POST", "/test.log?time=1000000000.5", body, ctx, json_header)[0] == 200
+    assert _request(server, "PUT", "/test.log", b'{"uid":"p"}', ctx, json_header)[0] == 200
+    server.flush()
+    names = sorted(os.listdir(out.parent))
+    day = time.strftime("%Y%m%d", time.localtime(1000000000))
+    assert f"audit.{day}.log" in names, names
+    # ?time= leaves the elements' own time keys alone.
+    assert {"uid": "t1", "time": "2025-06-01T10:00:00"} in read_records(out)
+    assert {r["uid"] for r in read_records(out)} == {"g", "d", "t1", "t2", "p"}
+
+
+def test_records_that_are_not_objects_are_parsed_but_refused_by_file_outputs(
+    certs: FluentdCerts, tmp_path: Path, serve: Callable[..., FluentdServer]
+) -> None:
+    """in_http.rb #on_request emits every element; a buffered output checks
+    each record (lib/fluent/plugin/output.rb #metadata) before writing any."""
+    out = tmp_path / "out" / "audit"
+    server = serve(fluent_conf(certs, out))
+    ctx = good_context(certs)
+    json_header = {"Content-Type": "application/json"}
+    assert _request(server, "POST", "/other.tag", b'[{"a":1},1]', ctx, json_header)[0] == 200
+    status, answer, _ = _request(server, "POST", "/test.log", b'[{"a":1},1]', ctx, json_header)
+    assert status == 500 and b"record must be a Hash: Integer" in answer
+    server.flush()
+    assert read_records(out) == []
+
+
+def test_a_close_without_close_notify_is_logged_as_fluentd_does(
+    certs: FluentdCerts,
+    tmp_path: Path,
+    serve: Callable[..., FluentdServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """lib/fluent/plugin_helper/server.rb TLSCallbackSocket#on_readable."""
+    server = serve(fluent_conf(certs, tmp_path / "out"))
+    conn = http.client.HTTPSConnection("localhost", server.port, context=good_context(certs))
+    conn.request("POST", "/test.log", b"{}", {"Content-Type": "application/json"})
+    conn.getresponse().read()
+    assert conn.sock is not None
+    os.close(conn.sock.detach())
+    deadline = time.monotonic() + 5
+    while "SSL_read: unexpected eof" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    tidy = http.client.HTTPSConnection("localhost", server.port, context=good_context(certs))
+    tidy.request("POST", "/test.log", b"{}", {"Content-Type": "application/json"})
+    tidy.getresponse().read()
+    assert tidy.sock is not None
+    caplog.clear()
+    tidy.sock.unwrap()
+    tidy.close()
+    time.sleep(0.3)
+    assert "unexpected eof" not in caplog.text

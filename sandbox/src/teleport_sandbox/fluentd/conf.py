@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "TLS_VERSIONS",
     "ConfigError",
     "Element",
     "FluentConfig",
@@ -35,6 +36,8 @@ __all__ = [
     "parse_time_span",
 ]
 
+# <transport tls> version names (Fluentd v1.16 lib/fluent/tls.rb SUPPORTED_VERSIONS).
+TLS_VERSIONS = ("TLSv1_1", "TLSv1_2", "TLSv1_3", "TLS1_1", "TLS1_2", "TLS1_3")
 # in_http's defaults (Fluentd v1.16 plugin/in_http.rb).
 DEFAULT_PORT = 9880
 DEFAULT_BODY_SIZE_LIMIT = 32 * 1024 * 1024
@@ -77,6 +80,9 @@ class TlsConfig:
     max_version: str | None
     ciphers: str | None
     line: int
+    # Fluentd's ``version`` (lib/fluent/tls.rb DEFAULT_VERSION): with neither
+    # min_version nor max_version, the one protocol spoken.
+    version: str = "TLSv1_2"
 
 
 @dataclass(frozen=True)
@@ -209,13 +215,23 @@ def _value(raw: str, where: str) -> str:
             i += 1
         raise ConfigError(f'{where}: unterminated double-quoted value: add the closing "')
     if raw.startswith("'"):
-        end = raw.find("'", 1)
-        if end < 0:
-            raise ConfigError(f"{where}: unterminated single-quoted value: add the closing '")
-        rest = raw[end + 1 :].strip()
-        if rest and not rest.startswith("#"):
-            raise ConfigError(f"{where}: text after the closing quote: remove {rest!r}")
-        return raw[1:end]
+        # Literal, but for \' and \\ (Fluentd's lib/fluent/config/literal_parser.rb
+        # #scan_single_quoted_string).
+        chars: list[str] = []
+        i = 1
+        while i < len(raw):
+            if raw.startswith(("\\'", "\\\\"), i):
+                chars.append(raw[i + 1])
+                i += 2
+                continue
+            if raw[i] == "'":
+                rest = raw[i + 1 :].strip()
+                if rest and not rest.startswith("#"):
+                    raise ConfigError(f"{where}: text after the closing quote: remove {rest!r}")
+                return "".join(chars)
+            chars.append(raw[i])
+            i += 1
+        raise ConfigError(f"{where}: unterminated single-quoted value: add the closing '")
     # Unquoted: a '#' after a blank starts a comment, as in Fluentd v1.
     return re.split(r"\s#", raw, maxsplit=1)[0].strip()
 
@@ -401,23 +417,34 @@ def _tls(element: Element, path: str, warnings: list[str]) -> TlsConfig:
         )
     client_cert_auth = section.flag("client_cert_auth", False)
     ca_path = section.text("ca_path")
+    for version_key in ("min_version", "max_version", "version"):
+        value = section.text(version_key)
+        if value is not None and value not in TLS_VERSIONS:
+            raise ConfigError(
+                f"{section.where(version_key)}: {version_key} {value!r}: write one of "
+                + ", ".join(TLS_VERSIONS)
+            )
+    # Fluentd's own check (lib/fluent/tls.rb #set_version_to_context).
+    min_version, max_version = section.text("min_version"), section.text("max_version")
+    if (min_version is None) != (max_version is None):
+        given, other = (
+            ("min_version", "max_version") if min_version else ("max_version", "min_version")
+        )
+        raise ConfigError(
+            f"{section.where(given)}: When you set {given}, must set {other} together"
+        )
     tls = TlsConfig(
         cert_path=cert_path,
         private_key_path=key_path,
         private_key_passphrase=section.text("private_key_passphrase"),
         ca_path=ca_path,
         client_cert_auth=client_cert_auth,
-        min_version=section.text("min_version"),
-        max_version=section.text("max_version"),
+        min_version=min_version,
+        max_version=max_version,
         ciphers=section.text("ciphers"),
         line=element.line,
+        version=section.text("version", "TLSv1_2") or "TLSv1_2",
     )
-    for version_key in ("min_version", "max_version", "version"):
-        value = section.text(version_key)
-        if value is not None and value not in ("TLSv1_2", "TLS1_2", "TLSv1_3", "TLS1_3"):
-            raise ConfigError(
-                f"{section.where(version_key)}: {version_key} {value!r}: write TLSv1_2 or TLSv1_3"
-            )
     section.accept(["insecure", "cert_verifier", "ca_cert_path", "client_cert_auth"])
     if client_cert_auth and not ca_path:
         warnings.append(

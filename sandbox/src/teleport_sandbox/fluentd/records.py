@@ -25,6 +25,7 @@ from .conf import ConfigError, FormatConfig, MatchConfig, ParseConfig, SourceCon
 
 __all__ = [
     "BadRequest",
+    "EmitError",
     "FileOutput",
     "NullOutput",
     "Output",
@@ -36,12 +37,32 @@ __all__ = [
     "read_records",
 ]
 
-Event = tuple[int, dict[str, Any]]
+# A record is normally a JSON object; in_http with <parse> also emits other values.
+Event = tuple[int, Any]
 _NS = 1_000_000_000
 
 
 class BadRequest(Exception):
     """The body cannot become records; in_http answers 400 with this message."""
+
+
+class EmitError(Exception):
+    """An output refused the events; in_http answers 500 with this message."""
+
+
+_RUBY_CLASSES = {bool: "TrueClass", int: "Integer", float: "Float", str: "String", list: "Array"}
+
+
+def _require_hashes(events: list[Event]) -> None:
+    """A buffered output takes only Hash (or nil) records, all or nothing
+    (Fluentd 1.16 lib/fluent/plugin/output.rb #metadata, called for every
+    record before any is written)."""
+    for _, record in events:
+        if record is not None and not isinstance(record, dict):
+            name = _RUBY_CLASSES.get(type(record), type(record).__name__)
+            if record is False:
+                name = "FalseClass"
+            raise EmitError(f"record must be a Hash: {name}")
 
 
 # --- time --------------------------------------------------------------------
@@ -217,6 +238,25 @@ class TimeParser:
         return whole * _NS + (fraction_ns or parsed.microsecond * 1000)
 
 
+_RUBY_FLOAT = re.compile(r"\s*[+-]?(?:\d[\d_]*)?(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def _query_time(query: str, now: int) -> int | None:
+    """``?time=``: Ruby's String#to_f of it; 0 (or no number) means now (in_http.rb #on_request)."""
+    if not query:
+        return None
+    values = urllib.parse.parse_qs(query, keep_blank_values=True).get("time")
+    if not values:
+        return None
+    match = _RUBY_FLOAT.match(values[0])
+    text = match.group(0).replace("_", "").strip() if match else ""
+    try:
+        seconds = float(text) if text not in ("", "+", "-", ".") else 0.0
+    except ValueError:
+        seconds = 0.0
+    return now if seconds == 0.0 else _seconds_to_ns(seconds)
+
+
 def _seconds_to_ns(seconds: float) -> int:
     whole = math.floor(seconds)  # split first: a double cannot hold 19 digits
     return whole * _NS + round((seconds - whole) * _NS)
@@ -256,18 +296,45 @@ class RecordParser:
         headers: Mapping[str, str] | None = None,
         remote_addr: str | None = None,
     ) -> list[Event]:
+        """Fluentd 1.16 lib/fluent/plugin/in_http.rb #on_request, for one body."""
         now = time.time_ns()
+        query_time = _query_time(query, now)
         if self.custom:
+            # #parse_params_with_parser: the parser reads the whole body and,
+            # for an object, its time key (even when ?time= overrides it);
+            # JSON null is "Received event is not json".
             value = _loads(body)
+            if value is None:
+                raise BadRequest(f"Received event is not json: {body[:200]!r}")
         else:
             value = self._default_body(body, (content_type or "").lower(), query)
-        items = value if isinstance(value, list) else [value]
         events: list[Event] = []
-        for item in items:
-            if not isinstance(item, dict):
-                raise BadRequest(f"event record must be a JSON object, got {type(item).__name__}")
-            events.append((self._event_time(item, now), item))
+        if isinstance(value, list):
+            # Batched: each element is emitted as it is; with <parse> even a
+            # number or a string (parser.rb #parse_time passes non-Hashes by),
+            # without it #convert_time_field fails on them (400).
+            for item in value:
+                if query_time is not None:
+                    events.append((query_time, item))
+                elif self.custom:
+                    events.append(
+                        (self._event_time(item, now) if isinstance(item, dict) else now, item)
+                    )
+                elif isinstance(item, dict):
+                    events.append((self._event_time(item, now), item))
+                else:
+                    raise BadRequest(f"undefined method for {type(item).__name__} record")
+        else:
+            if isinstance(value, dict) and (self.custom or query_time is None):
+                when = self._event_time(value, now)
+            elif self.custom or query_time is not None:
+                when = now
+            else:
+                raise BadRequest(f"undefined method for {type(value).__name__} record")
+            events.append((when if query_time is None else query_time, value))
         if events and (self.add_http_headers or self.add_remote_addr):
+            if not all(isinstance(record, dict) for _, record in events):
+                raise BadRequest("cannot add HTTP headers to a record that is not an object")
             self._decorate(events, headers or {}, remote_addr)
         return events
 
@@ -435,6 +502,7 @@ class FileOutput(Output):
         return (tag if "${tag}" in self._template else "", time.strftime(self._slice, moment))
 
     def emit(self, tag: str, events: list[Event]) -> None:
+        _require_hashes(events)
         fmt = self.match.format
         groups: dict[tuple[str, str], list[bytes]] = {}
         for when, record in events:
@@ -499,7 +567,7 @@ def read_events(path_prefix: str | Path) -> list[tuple[str | None, str | None, d
                 line = line.rstrip(b"\n")
                 if not line:
                     continue
-                if line.startswith(b"{"):
+                if line.startswith(b"{") or b"\t" not in line:
                     out.append((None, None, orjson.loads(line)))
                     continue
                 when, tag, body = line.split(b"\t", 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import logging
 import os
 import random
@@ -20,6 +21,7 @@ import struct
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import IO, Any, cast
@@ -29,7 +31,7 @@ import orjson
 from teleport_event_handler import pki
 
 from .conf import ConfigError, FluentConfig, TagRouter, TlsConfig
-from .records import BadRequest, Output, RecordParser, make_output
+from .records import BadRequest, EmitError, Output, RecordParser, make_output
 
 __all__ = ["Faults", "FluentdServer", "Stats", "build_server_context"]
 
@@ -46,6 +48,7 @@ _REASONS = {
     202: "Accepted",
     204: "No Content",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     408: "Request Timeout",
     411: "Length Required",
@@ -208,24 +211,35 @@ class Stats:
 
 
 _TLS_VERSIONS = {
+    "TLSv1_1": ssl.TLSVersion.TLSv1_1,
+    "TLS1_1": ssl.TLSVersion.TLSv1_1,
     "TLSv1_2": ssl.TLSVersion.TLSv1_2,
     "TLS1_2": ssl.TLSVersion.TLSv1_2,
     "TLSv1_3": ssl.TLSVersion.TLSv1_3,
     "TLS1_3": ssl.TLSVersion.TLSv1_3,
 }
+# Fluentd's cipher list (lib/fluent/tls.rb CIPHERS_DEFAULT).
+_CIPHERS_DEFAULT = "ALL:!aNULL:!eNULL:!SSLv2"
 
 
 def build_server_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
     """The server's TLS context; key/cert/CA problems become a ConfigError naming the file."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _TLS_VERSIONS.get(tls.min_version or "", ssl.TLSVersion.TLSv1_2)
-    if tls.max_version:
+    # As Fluentd (lib/fluent/tls.rb #set_version_to_context): min_version and
+    # max_version together, else exactly ``version``, TLS 1.2 by default. With
+    # TLS 1.2, OpenSSL refuses a client without a certificate with a
+    # handshake_failure alert (TLS 1.3 would say certificate_required).
+    if tls.min_version and tls.max_version:
+        context.minimum_version = _TLS_VERSIONS[tls.min_version]
         context.maximum_version = _TLS_VERSIONS[tls.max_version]
-    if tls.ciphers:
-        try:
-            context.set_ciphers(tls.ciphers)
-        except ssl.SSLError as exc:
-            raise ConfigError(f"{where}: ciphers {tls.ciphers!r} selects nothing ({exc})") from exc
+    else:
+        context.minimum_version = _TLS_VERSIONS[tls.version]
+        context.maximum_version = _TLS_VERSIONS[tls.version]
+    ciphers = tls.ciphers or _CIPHERS_DEFAULT
+    try:
+        context.set_ciphers(ciphers)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}: ciphers {ciphers!r} selects nothing ({exc})") from exc
     for key, file in (
         ("cert_path", tls.cert_path),
         ("private_key_path", tls.private_key_path),
@@ -282,9 +296,12 @@ def build_server_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
 
 
 class _Request:
-    __slots__ = ("body", "close", "content_type", "headers", "method", "target")
+    __slots__ = ("bare", "body", "close", "content_type", "headers", "method", "target")
 
     def __init__(self) -> None:
+        # bare: answer without a Connection header, then close (in_http.rb
+        # Handler#send_response_and_close with an empty header).
+        self.bare = False
         self.method = ""
         self.target = ""
         self.headers: dict[str, str] = {}
@@ -541,8 +558,12 @@ class FluentdServer:
         conn: socket.socket = raw
         try:
             if self._context is not None:
+                # Ragged EOFs raise, so a close without close_notify is seen.
                 conn = self._context.wrap_socket(
-                    raw, server_side=True, do_handshake_on_connect=False
+                    raw,
+                    server_side=True,
+                    do_handshake_on_connect=False,
+                    suppress_ragged_eofs=False,
                 )
                 with self._connections_lock:  # wrapping detached raw's descriptor
                     self._connections.discard(raw)
@@ -569,9 +590,22 @@ class FluentdServer:
             while not self._stop.is_set():
                 try:
                     request = self._read_head(reader)
+                except ssl.SSLEOFError:
+                    # The client closed without close_notify: Fluentd's words
+                    # (lib/fluent/plugin_helper/server.rb TLSCallbackSocket#on_readable).
+                    log.warning(
+                        "close socket due to unexpected ssl error: "
+                        "SSL_read: unexpected eof while reading"
+                    )
+                    return
                 except (OSError, ValueError):
                     return
                 if request is None:
+                    if isinstance(conn, ssl.SSLSocket):
+                        # The client's close_notify came: answer with ours.
+                        with contextlib.suppress(OSError, ValueError):
+                            conn.settimeout(0.5)
+                            conn.unwrap()
                     return
                 if self._faults.refuse:
                     _reset(conn)
@@ -593,6 +627,9 @@ class FluentdServer:
                 if not status:
                     return
                 try:
+                    if request.bare:
+                        self._respond_bare(conn, status)
+                        return
                     self._respond(conn, status, message, request.close)
                 except OSError:
                     return
@@ -679,11 +716,24 @@ class FluentdServer:
             faults.status_rate >= 1.0 or self._rng.random() < faults.status_rate
         ):
             return faults.status, tag, 0, False, "fault injected"
+        # Fluentd 1.16 lib/fluent/plugin/in_http.rb Handler#on_message_complete:
+        # GET is a health check (#handle_get_request: 200, empty, then close);
+        # OPTIONS is 403 unless CORS is configured (#handle_options_request);
+        # every other method is read as a POST.
+        if request.method in ("GET", "OPTIONS"):
+            request.bare = True
+            return (200 if request.method == "GET" else 403), None, 0, False, ""
         body = request.body
+        encoding = request.headers.get("content-encoding", "")
+        if encoding in ("gzip", "deflate"):
+            try:
+                body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+            except (OSError, EOFError, zlib.error) as exc:
+                log.warning("fails to decode payload error=%r", str(exc))
+                request.bare = True
+                return 400, None, 0, False, ""
         if faults.reject_array and body.lstrip()[:1] == b"[":
             return 400, tag, 0, False, "this receiver does not take JSON arrays"
-        if request.method not in ("POST", "PUT") and not query:
-            return 400, tag, 0, False, "'json', 'ndjson' or 'msgpack' parameter is required"
         try:
             events = self._parser.parse(body, request.content_type, query, request.headers, remote)
         except BadRequest as exc:
@@ -695,9 +745,21 @@ class FluentdServer:
                 self._unmatched_logged.add(tag)
                 log.warning('no patterns matched tag="%s"', tag)
         elif events:
-            self._outputs[index].emit(tag, events)
+            try:
+                self._outputs[index].emit(tag, events)
+            except EmitError as exc:
+                # in_http.rb #on_request: "failed to emit data", 500.
+                log.error("failed to emit data error=%r", str(exc))
+                return 500, tag, 0, True, str(exc)
         status = faults.reply_status or self._success
         return status, tag, len(events), index is not None, ""
+
+    def _respond_bare(self, conn: socket.socket, status: int) -> None:
+        reason = _REASONS.get(status, "Status")
+        conn.sendall(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n"
+            "Content-Type: text/plain\r\n\r\n".encode()
+        )
 
     def _respond(self, conn: socket.socket, status: int, message: str, close: bool) -> None:
         reason = _REASONS.get(status, "Status")
