@@ -196,6 +196,24 @@ def test_serve_legacy_mode_flag(cli_cluster: Cluster, tmp_path: Path) -> None:
             client.close()
 
 
+def test_append_at_times_events_to_the_nanosecond(cli_cluster: Cluster) -> None:
+    at = (time.time_ns() // 1_000_000_000 + 5) * 1_000_000_000 + 7
+    first = run(
+        "append", "--data-dir", cli_cluster.data_dir, "--count", "2", "--at", corpus.format_time(at)
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["first_time"] == corpus.format_time(at)
+    stored = corpus.Corpus(cli_cluster.data_dir)
+    assert stored.times[-2] == at
+    again = run(
+        "append", "--data-dir", cli_cluster.data_dir, "--count", "1", "--at", corpus.format_time(at)
+    )
+    assert again.returncode == 1 and "give a later --at" in again.stderr
+    assert corpus.Corpus(cli_cluster.data_dir).count == stored.count  # nothing was written
+    bad = run("append", "--data-dir", cli_cluster.data_dir, "--count", "1", "--at", "yesterday")
+    assert bad.returncode == 2 and "is not a UTC time" in bad.stderr
+
+
 def test_cli_errors_name_the_problem(tmp_path: Path, cli_cluster: Cluster) -> None:
     missing = str(tmp_path / "nothing")
     os.makedirs(missing)

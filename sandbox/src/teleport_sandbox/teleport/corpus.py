@@ -1092,6 +1092,7 @@ def append_events(
     event_type: str | None = None,
     failed_logins: Sequence[tuple[str, str]] = (),
     now_ns: int | None = None,
+    exact: bool = False,
 ) -> list[dict[str, Any]]:
     """Append ``count`` events timed "now" and return them (as JSON dicts).
 
@@ -1099,6 +1100,8 @@ def append_events(
     recording); ``failed_logins`` (user, login) pairs make failed
     ``user.login`` events cycling over the pairs. Safe while the server runs
     and from several processes: the frame is written whole under the lock.
+    With ``exact``, the first event is timed at ``now_ns`` or nothing is
+    written (CorpusError when a stored event is not older).
     """
     if count < 0:
         raise CorpusError("append: --count must be >= 0")
@@ -1113,6 +1116,11 @@ def append_events(
         rng = random.Random(f"{meta['seed']}-live-{seq}")
         now = _now_ns() if now_ns is None else now_ns
         t = max(now, state["last_time_ns"] + 1, int(meta["created_ns"]) + 1)
+        if exact and t != now:
+            raise CorpusError(
+                f"append --at {format_time(now)}: events are stored up to "
+                f"{format_time(t - 1)}; give a later --at"
+            )
         events: list[tuple[int, dict[str, Any], Session | None]] = []
         for k in range(count):
             session: Session | None = None
