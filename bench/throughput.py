@@ -1,6 +1,7 @@
 """End-to-end throughput and memory of teleport-event-handler on the sandbox.
 
     .venv/bin/python bench/throughput.py [--events-per-day N] [--days D] [--only TEXT]
+                                         [--fluentd sandbox|real]
 
 For each scenario a fresh copy of one sandbox cluster is exported from the
 first event to the last (``--exit-on-last-event``) through the sandbox
@@ -10,7 +11,9 @@ peak RSS (VmHWM, sampled every 20 ms). Scenarios cover both engines,
 JSON-array batches (the default) and one event per request (the Go plugin's
 wire form), legacy pages of 500 (the sandbox TOML's ``batch``) and of 20 (the
 Go template's), with and without 25 ms of added receiver latency (the latency
-of Teleport issue #56268).
+of Teleport issue #56268). ``--fluentd real`` sends to a real Fluentd 1.16
+with the project's fluent.conf instead (a real deployment's figures; the
+latency scenarios need the sandbox's faults and are skipped).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from teleport_sandbox.stack import Stack
+from teleport_sandbox.stack import FLUENTD_KINDS, Stack
 
 
 @dataclass
@@ -47,9 +50,9 @@ SCENARIOS = [
 ]
 
 
-def run(template: str, work: str, scenario: Scenario) -> tuple[int, float, int]:
+def run(template: str, work: str, scenario: Scenario, fluentd: str) -> tuple[int, float, int]:
     root = os.path.join(work, scenario.name.replace(" ", "_").replace(",", ""))
-    stack = Stack.copy_of(template, root, mode=scenario.mode)
+    stack = Stack.copy_of(template, root, mode=scenario.mode, fluentd=fluentd)
     fluentd_args = [f"--fault=latency_ms={scenario.latency_ms}"] if scenario.latency_ms else []
     stack.fluentd_args = fluentd_args
     stack.start_teleport()
@@ -98,6 +101,12 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--events-per-day", type=int, default=20_000)
     parser.add_argument("--only", help="run the scenarios whose name contains this text")
+    parser.add_argument(
+        "--fluentd",
+        choices=FLUENTD_KINDS,
+        default="sandbox",
+        help="sandbox: the forwarder's ceiling; real: Fluentd 1.16 with the project's fluent.conf",
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="teh-bench-")
     try:
@@ -108,7 +117,10 @@ def main() -> int:
         for scenario in SCENARIOS:
             if args.only and args.only not in scenario.name:
                 continue
-            received, elapsed, rss = run(template, work, scenario)
+            if scenario.latency_ms and args.fluentd == "real":
+                print(f"{scenario.name:<40}  skipped: a real Fluentd has no latency on cue")
+                continue
+            received, elapsed, rss = run(template, work, scenario, args.fluentd)
             print(
                 f"{scenario.name:<40}{received:>9}{elapsed:>9.1f}"
                 f"{received / elapsed:>10,.0f}{rss:>14}",

@@ -1,4 +1,9 @@
-"""The forwarder against misbehaving peers: nothing is lost, nothing hangs."""
+"""The forwarder against misbehaving peers: nothing is lost, nothing hangs.
+
+Teleport's faults run against the real Fluentd; the sandbox Fluentd serves
+only the receiver faults a real one cannot produce on cue (refused
+connections, 5xx, latency, refusing arrays): ``Stack(fluentd="sandbox")``.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,26 @@ def odd_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-@pytest.fixture(params=["bulk", "legacy"])
-def odd_stack(request: pytest.FixtureRequest, odd_template: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode=request.param)
+def _odd(template: str, tmp_path: Path, mode: str, fluentd: str) -> Iterator[Stack]:
+    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode=mode, fluentd=fluentd)
     yield stack
     stack.stop()
     print(stack.handler_log()[-3000:])
+    print(stack.fluentd_log()[-2000:])
+
+
+@pytest.fixture(params=["bulk", "legacy"])
+def odd_stack(request: pytest.FixtureRequest, odd_template: str, tmp_path: Path) -> Iterator[Stack]:
+    """The odd corpus, delivered to the real Fluentd."""
+    yield from _odd(odd_template, tmp_path, request.param, "real")
+
+
+@pytest.fixture(params=["bulk", "legacy"])
+def faulty_fluentd_stack(
+    request: pytest.FixtureRequest, odd_template: str, tmp_path: Path
+) -> Iterator[Stack]:
+    """The odd corpus, delivered to the sandbox Fluentd, whose faults are set on cue."""
+    yield from _odd(odd_template, tmp_path, request.param, "sandbox")
 
 
 def _complete(stack: Stack) -> None:
@@ -83,14 +102,33 @@ def test_teleport_outage_pauses_the_export(odd_stack: Stack) -> None:
     _complete(odd_stack)
 
 
-def test_one_event_per_request_for_receivers_without_arrays(odd_stack: Stack) -> None:
-    odd_stack.fluentd_args = ["--fault=reject_array=true"]
-    odd_stack.start_teleport()
-    odd_stack.start_fluentd()
-    toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start(), fluentd__array=False)
-    proc = odd_stack.start_handler(toml, "--exit-on-last-event")
+def test_one_event_per_request_for_receivers_without_arrays(faulty_fluentd_stack: Stack) -> None:
+    stack = faulty_fluentd_stack
+    stack.fluentd_args = ["--fault=reject_array=true"]
+    stack.start_teleport()
+    stack.start_fluentd()
+    toml = stack.handler_toml(start_time=stack.corpus_start(), fluentd__array=False)
+    proc = stack.start_handler(toml, "--exit-on-last-event")
     assert proc.wait(RUN_TIMEOUT) == 0
-    _complete(odd_stack)
+    _complete(stack)
+
+
+def test_sink_outage_then_recovery_loses_nothing(faulty_fluentd_stack: Stack) -> None:
+    """Refused connections, then 503s, then a receiver that works again."""
+    stack = faulty_fluentd_stack
+    stack.start_teleport(extra=["--fault=latency_ms=20"])
+    stack.start_fluentd()
+    toml = stack.handler_toml(start_time=stack.corpus_start(), batch=100)
+    proc = stack.start_handler(toml, "--exit-on-last-event", "--fluentd-batch-size=50")
+    stack.wait_until(proc, lambda: stack.output_bytes() > 0, "output at Fluentd", 60)
+    stack.fluentd_faults(refuse=True)
+    time.sleep(2)
+    stack.fluentd_faults(status=503, status_rate=1.0)
+    time.sleep(2)
+    assert proc.poll() is None, "the handler gave up during the outage"
+    stack.fluentd_faults()
+    assert proc.wait(RUN_TIMEOUT) == 0
+    _complete(stack)
 
 
 def test_dry_run_reads_everything_and_sends_nothing(odd_stack: Stack) -> None:
@@ -158,7 +196,7 @@ def test_days_left_behind_during_a_sink_outage_lose_nothing(
     old_day_template: str, tmp_path: Path
 ) -> None:
     """Moving on past empty days must not drop a day whose events are unacknowledged."""
-    stack = Stack.copy_of(old_day_template, str(tmp_path / "stack"), mode="bulk")
+    stack = Stack.copy_of(old_day_template, str(tmp_path / "stack"), mode="bulk", fluentd="sandbox")
     try:
         stack.start_teleport()
         stack.start_fluentd()
@@ -214,11 +252,12 @@ def test_sigterm_during_a_stalled_teleport_call_exits_promptly(
         stack.stop()
 
 
-def test_a_chunk_that_fails_for_good_stops_the_export_during_a_sink_outage(
+def test_a_refused_chunk_cursor_during_a_sink_outage_restarts_the_chunk(
     odd_template: str, tmp_path: Path
 ) -> None:
-    """One chunk's lasting error is reported at once, not after the other chunks."""
-    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode="bulk")
+    """A chunk error is said at once, even while the sink is down, and never
+    stops the export (issue 6, fact 4): the chunk restarts, nothing is lost."""
+    stack = Stack.copy_of(odd_template, str(tmp_path / "stack"), mode="bulk", fluentd="sandbox")
     try:
         stack.start_teleport()
         stack.start_fluentd()
@@ -234,22 +273,34 @@ def test_a_chunk_that_fails_for_good_stops_the_export_during_a_sink_outage(
         state.apply([ChunkCursor(day, chunks[0], "not-a-cursor")])
         state.close()
         toml = stack.handler_toml(start_time=start)
-        proc = stack.start_handler(toml, "--fluentd-max-connections=1", "--fluentd-batch-size=50")
+        proc = stack.start_handler(
+            toml, "--exit-on-last-event", "--fluentd-max-connections=1", "--fluentd-batch-size=50"
+        )
         try:
-            code = proc.wait(30)
+            stack.wait_until(
+                proc,
+                lambda: "INVALID_ARGUMENT" in stack.handler_log(),
+                "the refused cursor reported",
+                30,
+            )
+            assert chunks[0] in stack.handler_log()
+            stack.fluentd_faults()
+            assert proc.wait(RUN_TIMEOUT) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert code == 1
-        text = stack.handler_log()
-        assert "INVALID_ARGUMENT" in text and "Traceback" not in text, text[-2000:]
+        assert "Traceback" not in stack.handler_log()
+        _complete(stack)
     finally:
         stack.stop()
 
 
-def test_sigterm_with_a_hung_fluentd_exits_after_the_grace_period(odd_stack: Stack) -> None:
+def test_sigterm_with_a_hung_fluentd_exits_after_the_grace_period(
+    faulty_fluentd_stack: Stack,
+) -> None:
     """Requests stuck at a receiver get 5 s (as the Go plugin), then are aborted uncommitted."""
+    odd_stack = faulty_fluentd_stack
     odd_stack.start_teleport()
     odd_stack.start_fluentd()
     toml = odd_stack.handler_toml(start_time=odd_stack.corpus_start())

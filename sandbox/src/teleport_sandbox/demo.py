@@ -1,10 +1,11 @@
 """``python -m teleport_sandbox.demo``: the main job on this machine.
 
 Builds a sandbox Teleport cluster (with a few days of audit events), the
-event handler's role, user and identity, Fluentd mTLS material and a sandbox
-Fluentd, then runs ``teleport-event-handler start`` until it has exported
-every event, stops and restarts it to show it resumes where it stopped, and
-prints what arrived.
+event handler's role, user and identity, Fluentd mTLS material and a real
+Fluentd 1.16 with the project's ``fluent.conf`` template (``--fluentd
+sandbox`` runs the stand-in instead), then runs ``teleport-event-handler
+start`` until it has exported every event, stops and restarts it to show it
+resumes where it stopped, and prints what arrived.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from teleport_sandbox.stack import Stack
+from teleport_sandbox.stack import FLUENTD_KINDS, Stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,17 +26,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--events-per-day", type=int, default=5000)
     parser.add_argument("--mode", choices=("bulk", "legacy"), default="bulk")
+    parser.add_argument(
+        "--fluentd",
+        choices=FLUENTD_KINDS,
+        default="real",
+        help="real: Fluentd 1.16 (../shared/vendor/fluentd or PATH); sandbox: the stand-in",
+    )
     args = parser.parse_args(argv)
 
-    stack = Stack(root=args.dir, days=args.days, events_per_day=args.events_per_day, mode=args.mode)
+    stack = Stack(
+        root=args.dir,
+        days=args.days,
+        events_per_day=args.events_per_day,
+        mode=args.mode,
+        fluentd=args.fluentd,
+    )
     stack.clean()
     print(f"[1] sandbox Teleport: {args.days} days x {args.events_per_day} events in {args.dir}")
     stack.init()
     print(f"[2] tctl: role and user teleport-event-handler created; identity in {stack.identity}")
     stack.start_teleport()
     stack.start_fluentd()
+    which = "Fluentd 1.16" if args.fluentd == "real" else "sandbox Fluentd"
     print(
-        f"[3] Teleport Auth at {stack.teleport_addr}, Fluentd at https://localhost:{stack.fluentd_port}"
+        f"[3] Teleport Auth at {stack.teleport_addr}, {which} at "
+        f"https://localhost:{stack.fluentd_port} (config {stack.fluentd_dir}/fluent.conf)"
     )
     toml = stack.handler_toml(start_time=stack.corpus_start())
     try:
