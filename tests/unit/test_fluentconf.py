@@ -6,8 +6,11 @@ tests/integration/test_real_fluentd.py; here: the variable contract.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,37 @@ def test_bad_values_name_the_key(change: dict[str, object], message: str) -> Non
     values = {**VALUES, **change}
     with pytest.raises(FluentConfError, match=message):
         render_fluent_conf({k: v for k, v in values.items() if v is not None})
+
+
+def test_ansible_renders_the_same_file(tmp_path: Path) -> None:
+    """The role's template task and the Python renderer write identical bytes."""
+    ansible = Path(sys.executable).with_name("ansible")
+    if not ansible.exists():
+        pytest.skip("ansible is not installed in this environment")
+    values = {**VALUES, "private_key_passphrase": "it's #{x} \\ y", "buffer_type": "memory"}
+    (tmp_path / "vars.json").write_text(json.dumps({"fluent_conf": values}))
+    dest = tmp_path / "fluent.conf"
+    result = subprocess.run(
+        [
+            str(ansible),
+            "localhost",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-e",
+            f"@{tmp_path / 'vars.json'}",
+            "-m",
+            "template",
+            "-a",
+            f"src={ROLE_TEMPLATE} dest={dest}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert dest.read_text() == render_fluent_conf(values)
