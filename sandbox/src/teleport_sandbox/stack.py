@@ -104,6 +104,10 @@ def find_fluentd() -> list[str]:
     )
 
 
+class _PortTaken(RuntimeError):
+    """The port chosen for a real Fluentd was taken before it could bind."""
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -383,8 +387,19 @@ class Stack:
                 f"fluentd_args {list(self.fluentd_args)!r} are sandbox faults: a real Fluentd "
                 "takes none; use Stack(fluentd='sandbox')"
             )
-        if not self.fluentd_port:
-            self.fluentd_port = _free_port()
+        chosen = not self.fluentd_port
+        for attempt in range(3):
+            if chosen:
+                # Fluentd cannot report a port it picked: pick one for it.
+                self.fluentd_port = _free_port()
+            try:
+                return self._run_real_fluentd(extra)
+            except _PortTaken:
+                if not chosen or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _run_real_fluentd(self, extra: Sequence[str]) -> int:
         conf = self.fluent_conf()
         log_start = (
             os.path.getsize(self.fluentd_log_path) if os.path.exists(self.fluentd_log_path) else 0
@@ -398,11 +413,13 @@ class Stack:
         deadline = time.monotonic() + 60
         while "fluentd worker is now running" not in self.fluentd_log()[log_start:]:
             if self._fluentd.poll() is not None:
-                raise RuntimeError(
-                    f"Fluentd exited {self._fluentd.returncode} before it was ready: "
-                    f"{self.fluentd_log()[log_start:][-2000:]}"
+                text = self.fluentd_log()[log_start:]
+                error = _PortTaken if "Address already in use" in text else RuntimeError
+                raise error(
+                    f"Fluentd exited {self._fluentd.returncode} before it was ready: {text[-2000:]}"
                 )
             if time.monotonic() > deadline:
+                _stop(self._fluentd)
                 raise TimeoutError(f"Fluentd was not ready within 60s; see {self.fluentd_log_path}")
             time.sleep(0.05)
         return self.fluentd_port
