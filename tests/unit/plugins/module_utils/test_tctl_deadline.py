@@ -48,7 +48,7 @@ def test_a_tctl_that_never_returns_is_killed_with_its_children(tmp_path):
     assert caught.value.seconds == 1
     assert "Tap any security key" in caught.value.stderr
     child = int(pid_file.read_text())
-    for _ in range(50):
+    for _attempt in range(50):
         try:
             os.kill(child, 0)
         except ProcessLookupError:
