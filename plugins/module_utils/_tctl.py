@@ -113,7 +113,11 @@ _FAILURES = (
         "kind",
     ),
     (re.compile(r"already exists", re.I), "exists"),
-    (re.compile(r"is not found|not found|does not exist|doesn't exist", re.I), "missing"),
+    # Connectors are "not configured" (lib/services/local/users.go, GetGithubConnector).
+    (
+        re.compile(r"not found|is not configured|does not exist|doesn't exist", re.I),
+        "missing",
+    ),
     (
         re.compile(
             r"connection refused|deadline exceeded|no such host|dial tcp|"
@@ -289,8 +293,9 @@ class TctlRunner:
             out = self.call(args, what=f"{kind}/{name}")
         except TctlError as exc:
             # Teleport words it per kind: "role NAME is not found" (unquoted),
-            # 'user "NAME" is not found', and for a bot the chain ending in
-            # 'user "bot-NAME" is not found'. Only a not-found that names the
+            # 'user "NAME" is not found', for a bot the chain ending in
+            # 'user "bot-NAME" is not found', for a connector 'github connector
+            # "NAME" is not configured'. Only a not-found that names the
             # resource means it is absent; any other is a real failure.
             if exc.kind == "missing" and name in exc.stderr:
                 return None

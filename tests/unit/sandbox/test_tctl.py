@@ -445,6 +445,14 @@ def test_not_found_is_worded_per_kind_as_teleport_words_it(tctl: Tctl) -> None:
         'ERROR: fetching bot\n\tfetching bot user\n\t\tuser "bot-absent" is not found\n'
     )
     assert tctl.fails("rm", "bot/absent") == 'ERROR: user "bot-absent" is not found\n'
+    # users.go GetGithubConnector, GetSAMLConnector, GetOIDCConnector.
+    assert tctl.fails("get", "github/absent") == (
+        'ERROR: github connector "absent" is not configured\n'
+    )
+    assert tctl.fails("get", "saml/absent") == 'ERROR: SAML connector "absent" is not configured\n'
+    assert tctl.fails("get", "oidc/absent") == (
+        "ERROR: OpenID connector 'absent' is not configured\n"
+    )
 
 
 def test_errors_are_red_like_tctl(tctl: Tctl) -> None:

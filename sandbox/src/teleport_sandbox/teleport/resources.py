@@ -118,6 +118,13 @@ class BadParameter(SandboxError):
     """A malformed request or resource document (gRPC INVALID_ARGUMENT)."""
 
 
+_CONNECTOR_NOT_FOUND = {
+    "github": 'github connector "{name}" is not configured',
+    "saml": 'SAML connector "{name}" is not configured',
+    "oidc": "OpenID connector '{name}' is not configured",
+}
+
+
 def not_found(kind: str, name: str) -> NotFound:
     """Teleport's NOT_FOUND for ``kind/name``, worded as its server words it.
 
@@ -128,8 +135,13 @@ def not_found(kind: str, name: str) -> NotFound:
     * bot: BotService.GetBot reads the bot's user and wraps the error twice
       (lib/auth/machineid/machineidv1/bot_service.go, GetBot and getBot), and
       trace prints the wrapping messages as an indented tree
-      (gravitational/trace, TraceErr.UserMessage).
+      (gravitational/trace, TraceErr.UserMessage);
+    * connectors say "not configured", not "not found", each in its own way
+      (lib/services/local/users.go, IdentityService.GetGithubConnector,
+      GetSAMLConnector, GetOIDCConnector).
     """
+    if kind in _CONNECTOR_NOT_FOUND:
+        return NotFound(_CONNECTOR_NOT_FOUND[kind].format(name=name))
     if kind == "role":
         return NotFound(f"role {name} is not found")
     if kind == "bot":
