@@ -240,3 +240,21 @@ def test_fluentd_refusing_a_missing_client_certificate_names_the_fix(small_stack
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "HANDSHAKE_FAILURE" in result.stderr and "--fluentd-cert" in result.stderr, result.stderr
+
+
+def test_a_clean_exit_leaves_fluentd_no_unexpected_eof(small_stack: Stack) -> None:
+    """Pooled connections end with TLS close_notify: Fluentd logs "SSL_read:
+    unexpected eof" for each one that does not (lib/fluent/plugin_helper/server.rb
+    TLSCallbackSocket#on_readable)."""
+    toml = small_stack.handler_toml(start_time=small_stack.corpus_start())
+    _run_to_end(small_stack, toml, "--fluentd-max-connections=4")
+    _assert_complete(small_stack, exactly_once=True)
+    seen = len(small_stack.handler_log())
+    proc = small_stack.start_handler(toml)
+    small_stack.wait_until(
+        proc, lambda: ": using " in small_stack.handler_log()[seen:], "engine chosen"
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    time.sleep(1.0)
+    assert "unexpected eof" not in small_stack.fluentd_log().lower()
