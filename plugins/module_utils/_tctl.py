@@ -361,15 +361,22 @@ def run_with_deadline(
     in its own session, so that a stuck tctl and anything it started die
     together and no pipe is left open.
     """
-    # argv is a list, never a shell line.
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environ,
-        start_new_session=True,
-    )
+    try:
+        # argv is a list, never a shell line.
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environ,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TctlError(
+            f"tctl_path: cannot run {argv[0]}: {exc.strerror or exc}; set tctl_path to "
+            "Teleport's tctl",
+            kind="binary",
+        ) from None
     data = stdin.encode("utf-8") if stdin is not None else None
     try:
         out, err = process.communicate(data, timeout=timeout)

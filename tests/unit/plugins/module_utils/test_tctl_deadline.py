@@ -92,3 +92,13 @@ def test_a_wrapped_error_shows_its_whole_chain():
         runner.bots_add_roles("x", ["access"])
     assert caught.value.kind == "missing"
     assert 'fetching bot: fetching bot user: user "bot-x" is not found' in caught.value.message
+
+
+def test_a_tctl_that_cannot_start_names_tctl_path(tmp_path):
+    broken = tmp_path / "tctl"
+    broken.write_text("not a program\n")
+    broken.chmod(0o755)
+    with pytest.raises(TctlError) as caught:
+        run_with_deadline([str(broken), "get", "roles"], None, 5, ENV)
+    assert caught.value.kind == "binary"
+    assert f"tctl_path: cannot run {broken}" in caught.value.message
