@@ -197,7 +197,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     unreachable = sink.check(config.fluentd_url)
     if unreachable:
         log.warning("%s; events will wait until it answers", unreachable)
-    client = TeleportClient(config.teleport_addr, creds)
+    client = TeleportClient(config.teleport_addr, creds, api_version=config.teleport_api_version)
     threading.Thread(
         target=_cancel_calls_on_shutdown, args=(client, shutdown), name="cancel", daemon=True
     ).start()

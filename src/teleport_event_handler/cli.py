@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from teleport_event_handler import __version__, config
 from teleport_event_handler.durations import format_duration
+from teleport_event_handler.protos import TELEPORT_API_VERSION
 
 __all__ = ["COMMANDS", "Command", "build_parser", "configure_logging", "main"]
 
@@ -26,7 +27,8 @@ DESCRIPTION = "Forwards Teleport AuditLog to external sources"
 # written to Teleport's public wire contract, so no Teleport release is vendored.
 API_NOTE = (
     "Teleport API: teleport.auditlog.v1.AuditLogService and proto.AuthService/UpsertLock, "
-    "from this package's own .proto files matching Teleport's wire contract"
+    "from this package's own .proto files matching Teleport's wire contract "
+    f"(v{TELEPORT_API_VERSION}, sent as the version metadata unless api.version says otherwise)"
 )
 
 Runner = Callable[[argparse.Namespace, Mapping[str, str]], int]

@@ -171,3 +171,21 @@ def test_a_refused_chunk_cursor_restarts_the_chunk_instead_of_stopping(bulk: Sta
     assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {bulk.root}/handler.log"
     assert f"Teleport refused the cursor of chunk {chunk} of {day}" in bulk.handler_log()
     _assert_exactly_once(bulk, bulk.teleport_uids())
+
+
+def test_the_api_version_sent_is_the_one_configured(legacy: Stack) -> None:
+    """Teleport reads the ``version`` metadata as the client's Teleport API
+    version and can refuse old clients (lib/auth/middleware.go,
+    Middleware.ValidateClientVersion). The default is the version our protos
+    follow; ``api.version`` / ``--teleport-api-version`` overrides it, for the
+    start-up check and the export alike."""
+    legacy.run_teleport_cli("faults", "set", "oldest_client_version=99.0.0")
+    toml = legacy.handler_toml(start_time=legacy.corpus_start())
+    refused = legacy.start_handler(toml, "--exit-on-last-event")
+    assert refused.wait(RUN_TIMEOUT) != 0
+    assert "client version is unsupported" in legacy.handler_log()
+    assert not legacy.received("audit")
+
+    accepted = legacy.start_handler(toml, "--exit-on-last-event", "--teleport-api-version=99.1.0")
+    assert accepted.wait(RUN_TIMEOUT) == 0, f"handler failed, see {legacy.root}/handler.log"
+    _assert_exactly_once(legacy, legacy.teleport_uids())

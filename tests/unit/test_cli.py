@@ -12,6 +12,7 @@ import pytest
 
 from teleport_event_handler import __version__, pki
 from teleport_event_handler.cli import COMMANDS, build_parser, main
+from teleport_event_handler.protos import TELEPORT_API_VERSION
 
 SCRIPT = Path(sys.executable).parent / "teleport-event-handler"
 
@@ -69,6 +70,7 @@ def test_version() -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"teleport-event-handler v{__version__} python"
     assert "teleport.auditlog.v1" in lines[1]
+    assert f"v{TELEPORT_API_VERSION}," in lines[1]
 
 
 def test_check_config_ok(tmp_path: Path) -> None:
