@@ -388,3 +388,32 @@ def test_events_are_flushed_at_shutdown(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(30)
     assert stack.received("audit") == [{"uid": "late"}]
+
+
+def test_a_file_output_without_buffer_holds_todays_events(tmp_path: Path) -> None:
+    """Why the template has a <buffer>: out_file's default buffer
+    (lib/fluent/plugin/out_file.rb config_section :buffer: chunk key time,
+    timekey 1d; lib/fluent/plugin/output.rb flush_mode lazy, timekey_wait
+    600 s) writes nothing of today's events for hours. The sandbox says so."""
+    stack = _receiver(tmp_path / "stack", "real")
+    try:
+        conf = Path(stack.fluentd_dir) / "fluent.conf"
+        text = conf.read_text()
+        start, end = text.index("<buffer time>"), text.index("</buffer>") + len("</buffer>")
+        bufferless = text[:start] + text[end:]
+        assert "sandbox: <match test.log> @type file has no <buffer>" in " ".join(
+            build_config(bufferless).warnings
+        )
+        stack.stop_fluentd()
+        with open(conf, "w") as handle:
+            handle.write(bufferless)
+        stack.fluent_conf = lambda: str(conf)  # type: ignore[method-assign]
+        stack.start_fluentd()
+        status, _ = _request(
+            stack, "POST", "/test.log", b'{"uid":"held"}', {"Content-Type": "application/json"}
+        )
+        assert status == 200
+        time.sleep(4)
+        assert stack.output_bytes("") == 0, os.listdir(stack.out_dir)
+    finally:
+        stack.stop_fluentd()

@@ -602,6 +602,14 @@ def _match(element: Element, path: str, warnings: list[str]) -> MatchConfig:
         buffer_section.accept(_BUFFER_PARAMS)
         buffer_section.finish()
     if kind == "file":
+        if not buffers:
+            # Not Fluentd's words: it says nothing, and holds the events.
+            warnings.append(
+                f"{path}:{element.line}: sandbox: {label} @type file has no <buffer>: a real "
+                "Fluentd buffers it by day (timekey 1d, timekey_wait 10m, no flush at "
+                "shutdown) and writes today's events after midnight; the sandbox writes them "
+                "at once. Add <buffer> with flush_mode interval and flush_at_shutdown true"
+            )
         target = section.text("path")
         if not target:
             raise ConfigError(
