@@ -361,7 +361,9 @@ def test_events_are_flushed_at_shutdown(tmp_path: Path) -> None:
     os.makedirs(stack.out_dir)
     stack.material = make_fluentd_material(os.path.join(stack.fluentd_dir, "certs"))
     values = fluent_conf_values(0, stack.material, stack.out_dir, flush_interval="1h")
-    values["port"] = stack.fluentd_port = 20000 + os.getpid() % 20000
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        values["port"] = stack.fluentd_port = probe.getsockname()[1]
     (Path(stack.fluentd_dir) / "fluent.conf").write_text(render_fluent_conf(values))
     proc = subprocess.Popen(
         [*find_fluentd(), "-c", str(Path(stack.fluentd_dir) / "fluent.conf"), "--no-supervisor"],
