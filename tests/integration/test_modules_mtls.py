@@ -21,8 +21,8 @@ from test_modules_support import BIN, changes, four_times, mode_of, run_playbook
 
 from teleport_event_handler import pki
 from teleport_event_handler.backoff import Shutdown
+from teleport_event_handler.fluentconf import render_fluent_conf
 from teleport_event_handler.sink import FluentdClient
-from teleport_sandbox.stack import FLUENT_CONF
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -206,13 +206,16 @@ class _fluentd:
         out.mkdir(exist_ok=True)
         self.conf = tmp_path / "fluent.conf"
         self.conf.write_text(
-            FLUENT_CONF.format(
-                port=0,
-                ca=ca_path,
-                cert=certs / "server.crt",
-                key=certs / "server.key",
-                passphrase=(certs / "server.pass").read_text().strip(),
-                out=out,
+            render_fluent_conf(
+                {
+                    "bind": "127.0.0.1",
+                    "port": 0,
+                    "ca_path": str(ca_path),
+                    "cert_path": str(certs / "server.crt"),
+                    "private_key_path": str(certs / "server.key"),
+                    "private_key_passphrase": (certs / "server.pass").read_text().strip(),
+                    "output_dir": str(out),
+                }
             )
         )
         self.port_file = tmp_path / "fluentd.port"

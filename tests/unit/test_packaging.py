@@ -48,3 +48,12 @@ def test_wheel_carries_the_shared_pki_code_as_a_real_file(wheel: zipfile.ZipFile
     # pki.py is a symlink to the collection's module_utils in the tree; the
     # wheel must hold its content, not a dangling link.
     assert b"def issue_ca" in wheel.read("teleport_event_handler/pki.py")
+
+
+def test_wheel_carries_the_one_fluent_conf_template_as_a_real_file(wheel: zipfile.ZipFile) -> None:
+    # templates/fluent.conf.j2 links to the role's template in the tree; the
+    # wheel must hold the same text, which `configure` renders.
+    role_template = ROOT / "roles" / "event_handler" / "templates" / "fluent.conf.j2"
+    packed = wheel.read("teleport_event_handler/templates/fluent.conf.j2")
+    assert packed == role_template.read_bytes()
+    assert b"<transport tls>" in packed

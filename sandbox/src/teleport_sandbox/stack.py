@@ -85,13 +85,6 @@ def fluent_conf_values(
     return values
 
 
-def _legacy_fluent_conf() -> str:
-    """The rendered template with ``str.format`` fields, for callers of the old constant."""
-    fields = FluentdMaterial("{ca}", "", "{cert}", "{key}", "{passphrase}", "", "")
-    text = render_fluent_conf(fluent_conf_values(65535, fields, "{out}"))
-    return text.replace("port 65535", "port {port}")
-
-
 def find_fluentd() -> list[str]:
     """The command of a real Fluentd: $TELEPORT_SANDBOX_FLUENTD, ../shared's, or PATH's."""
     for candidate in (os.environ.get(FLUENTD_ENV), VENDORED_FLUENTD, shutil.which("fluentd")):
@@ -201,11 +194,6 @@ def make_fluentd_material(
     pki.write_file_atomic(paths.client_cert, pki.cert_pem(client))
     pki.write_file_atomic(paths.client_key, pki.private_key_pem(client_key))
     return paths
-
-
-# The old constant (``str.format`` fields port, ca, cert, key, passphrase,
-# out): the one template, rendered. New code calls ``render_fluent_conf``.
-FLUENT_CONF = _legacy_fluent_conf()
 
 
 @dataclass
