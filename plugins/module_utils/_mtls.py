@@ -23,9 +23,14 @@ import datetime
 import ipaddress
 import os
 import socket
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ansible_collections.teleport.event_handler.plugins.module_utils import _pki
+# This file is also the forwarder's ``teleport_event_handler.mtls`` (a symlink,
+# like ``_pki.py``), so it takes ``_pki`` from whichever package it lives in.
+if TYPE_CHECKING or not __name__.startswith("ansible_collections."):
+    from teleport_event_handler import pki as _pki
+else:
+    from ansible_collections.teleport.event_handler.plugins.module_utils import _pki
 
 __all__ = [
     "PARTS",
@@ -57,20 +62,20 @@ class BundleSpec(NamedTuple):
     ttl: datetime.timedelta = datetime.timedelta(hours=87600)
     ca_ttl: datetime.timedelta = datetime.timedelta(hours=87600)
     renew_before: datetime.timedelta = datetime.timedelta(days=30)
-    dns_names: Tuple[str, ...] = ("localhost",)
-    ip_addresses: Tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ("localhost",)
+    ip_addresses: tuple[str, ...] = ()
     ca_name: str = "ca"
     server_name: str = "server"
     client_name: str = "client"
     ca_common_name: str = "CA"
     server_common_name: str = "Server"
     client_common_name: str = "Client"
-    passphrase: Optional[str] = None
+    passphrase: str | None = None
     trust_bundle_name: str = "ca-bundle"
     force: bool = False
 
 
-def bundle_paths(spec: BundleSpec) -> Dict[str, str]:
+def bundle_paths(spec: BundleSpec) -> dict[str, str]:
     """Every file of the bundle, by role; the stems follow the Go plugin's names."""
     join = os.path.join
     return {
@@ -89,9 +94,9 @@ def bundle_paths(spec: BundleSpec) -> Dict[str, str]:
 SECRET_FILES = ("ca_key", "server_key", "client_key", "passphrase")
 
 
-def resolve_ip_addresses(dns_names: Tuple[str, ...]) -> Tuple[str, ...]:
+def resolve_ip_addresses(dns_names: tuple[str, ...]) -> tuple[str, ...]:
     """The addresses the names resolve to, like the Go plugin does when no IP is given."""
-    found: List[str] = []
+    found: list[str] = []
     for name in dns_names:
         if name.startswith("*."):
             continue
@@ -112,15 +117,15 @@ def resolve_ip_addresses(dns_names: Tuple[str, ...]) -> Tuple[str, ...]:
 class Loaded(NamedTuple):
     """The bundle as found on disk: parsed objects, or None with a reason."""
 
-    certs: Dict[str, Any]
-    keys: Dict[str, Any]
-    problems: Dict[str, str]
-    stored_passphrase: Optional[str]
-    server_key_passphrase: Optional[str]  # the passphrase that decrypted the server key
-    trusted: List[Any]
+    certs: dict[str, Any]
+    keys: dict[str, Any]
+    problems: dict[str, str]
+    stored_passphrase: str | None
+    server_key_passphrase: str | None  # the passphrase that decrypted the server key
+    trusted: list[Any]
 
 
-def _read(path: str) -> Optional[bytes]:
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -133,13 +138,13 @@ def _read(path: str) -> Optional[bytes]:
 def load_bundle(spec: BundleSpec) -> Loaded:
     """Read every file of the bundle; a missing or unreadable part is a problem, not an error."""
     paths = bundle_paths(spec)
-    certs: Dict[str, Any] = {}
-    keys: Dict[str, Any] = {}
-    problems: Dict[str, str] = {}
+    certs: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
+    problems: dict[str, str] = {}
 
     raw_pass = _read(paths["passphrase"])
     stored = raw_pass.decode("utf-8", "replace").strip() if raw_pass is not None else None
-    server_pass: Optional[str] = None
+    server_pass: str | None = None
 
     for part in PARTS:
         cert_data = _read(paths[part + "_cert"])
@@ -179,7 +184,7 @@ def load_bundle(spec: BundleSpec) -> Loaded:
                 else f"a passphrase ({paths['passphrase']} does not exist)"
             )
 
-    trusted: List[Any] = []
+    trusted: list[Any] = []
     bundle_data = _read(paths["trust_bundle"])
     if bundle_data:
         try:
@@ -189,7 +194,7 @@ def load_bundle(spec: BundleSpec) -> Loaded:
     return Loaded(certs, keys, problems, stored, server_pass, trusted)
 
 
-def _names(spec: BundleSpec) -> Dict[str, str]:
+def _names(spec: BundleSpec) -> dict[str, str]:
     return {
         "ca": spec.ca_common_name,
         "server": spec.server_common_name,
@@ -266,7 +271,7 @@ class Plan(NamedTuple):
     def changed(self) -> bool:
         return any((self.ca, self.server, self.client, self.passphrase, self.trust_bundle))
 
-    def reasons(self) -> List[str]:
+    def reasons(self) -> list[str]:
         labels = (
             ("ca", self.ca),
             ("server", self.server),
@@ -281,7 +286,7 @@ def _fingerprint(cert: Any) -> str:
     return str(_pki.cert_info(cert).sha256_fingerprint)
 
 
-def _kept_old_cas(loaded: Loaded, current_ca: Any, now: datetime.datetime) -> List[Any]:
+def _kept_old_cas(loaded: Loaded, current_ca: Any, now: datetime.datetime) -> list[Any]:
     """CAs to keep trusting beside the current one: earlier CAs that are still valid."""
     seen = {_fingerprint(current_ca)} if current_ca is not None else set()
     kept = []
@@ -391,7 +396,7 @@ def apply_plan(spec: BundleSpec, loaded: Loaded, plan: Plan, now: datetime.datet
         _pki.write_file_atomic(paths["trust_bundle"], data, 0o644)
 
 
-def remove_bundle(spec: BundleSpec, check_mode: bool) -> List[str]:
+def remove_bundle(spec: BundleSpec, check_mode: bool) -> list[str]:
     """Remove every file of the bundle; return the paths that existed."""
     removed = []
     for path in bundle_paths(spec).values():
@@ -402,10 +407,10 @@ def remove_bundle(spec: BundleSpec, check_mode: bool) -> List[str]:
     return removed
 
 
-def describe_bundle(spec: BundleSpec) -> Dict[str, Any]:
+def describe_bundle(spec: BundleSpec) -> dict[str, Any]:
     """Subjects, SANs, expiry and fingerprints of what is on disk: the diff and return view."""
     paths = bundle_paths(spec)
-    view: Dict[str, Any] = {}
+    view: dict[str, Any] = {}
     for part in PARTS:
         data = _read(paths[part + "_cert"])
         if data is None:
@@ -428,7 +433,7 @@ def describe_bundle(spec: BundleSpec) -> Dict[str, Any]:
             "public_key_sha256": _pki.public_key_fingerprint(cert.public_key()),
         }
     bundle = _read(paths["trust_bundle"])
-    fingerprints: List[str] = []
+    fingerprints: list[str] = []
     if bundle:
         try:
             fingerprints = [_fingerprint(c) for c in _pki.load_certificates(bundle)]
@@ -439,8 +444,8 @@ def describe_bundle(spec: BundleSpec) -> Dict[str, Any]:
 
 
 def predicted_view(
-    spec: BundleSpec, plan: Plan, before: Dict[str, Any], now: datetime.datetime
-) -> Dict[str, Any]:
+    spec: BundleSpec, plan: Plan, before: dict[str, Any], now: datetime.datetime
+) -> dict[str, Any]:
     """What check mode can tell about the result: new parts show their wanted subject and expiry."""
     after = dict(before)
     names = _names(spec)

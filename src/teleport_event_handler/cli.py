@@ -1,7 +1,7 @@
 """The ``teleport-event-handler`` command: the Go plugin's commands and flags, plus check-config.
 
-Subcommands live in one table (``COMMANDS``); adding one (``configure`` is
-next) means writing its ``add_arguments`` and ``run`` and appending a row.
+Subcommands live in one table (``COMMANDS``); adding one means writing its
+``add_arguments`` and ``run`` and appending a row.
 """
 
 from __future__ import annotations
@@ -118,8 +118,35 @@ def _summary(settings: config.Config) -> list[str]:
     ]
 
 
+def _add_configure_arguments(parser: argparse.ArgumentParser) -> None:
+    configure = importlib.import_module("teleport_event_handler.configure")
+    configure.add_configure_arguments(parser)
+
+
+def _run_configure(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    del environ
+    # Imported here so that start and check-config do not load the certificate code.
+    configure = importlib.import_module("teleport_event_handler.configure")
+    stdin_text = sys.stdin.read() if args.passphrase_file == "-" else None
+    try:
+        lines: list[str] = configure.main_configure(args, stdin_text)
+    except configure.ConfigureError as exc:
+        print(f"{PROG} configure: error: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("version", "Print the version", _no_arguments, _run_version),
+    Command(
+        "configure",
+        "Generate mTLS certificates for Fluentd, and the handler's, Fluentd's and "
+        "Teleport's starter configuration",
+        _add_configure_arguments,
+        _run_configure,
+    ),
     Command("start", "Start log ingestion", config.add_start_arguments, _run_start),
     Command(
         "check-config",
