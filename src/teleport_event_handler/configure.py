@@ -87,7 +87,6 @@ class ConfigureOptions:
     passphrase: str | None = None  # None: 32 random bytes, hex, as the Go plugin
     lock_enabled: bool = False
     force: bool = False
-    resolve: bool = True  # False: no SAN addresses unless given (tests, offline use)
 
     @property
     def directory(self) -> str:
@@ -481,7 +480,7 @@ class Written:
 
 
 def _resolve(options: ConfigureOptions) -> tuple[str, ...]:
-    if options.ip_addresses or not options.resolve:
+    if options.ip_addresses:
         return options.ip_addresses
     found: list[str] = []
     for name in options.dns_names:
