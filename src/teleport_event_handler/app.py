@@ -24,7 +24,9 @@ from teleport_event_handler import __version__
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.config import Config
 from teleport_event_handler.events import TypeFilter
+from teleport_event_handler.locks import AutoLocker
 from teleport_event_handler.pipeline import Pipeline, PipelineFailed
+from teleport_event_handler.sessions import SessionExporter
 from teleport_event_handler.sink import FluentdClient, SinkError
 from teleport_event_handler.source import (
     BulkEngine,
@@ -159,12 +161,8 @@ def _not_yet(config: Config) -> None:
             "start: restart the service after tbot or tctl renews %s",
             config.teleport_identity or config.teleport_cert,
         )
-    if config.lock_enabled:
-        log.warning("lock.enabled is set, but auto-lock is not implemented yet: no locks are made")
-    log.info(
-        "session recordings are not exported by this version (%s stays unused)",
-        config.fluentd_session_url,
-    )
+    if config.lock_enabled and config.dry_run:
+        log.info("lock-enabled is set, but a dry run makes no locks (as the Go plugin)")
 
 
 def _run(config: Config, shutdown: Shutdown) -> int:
@@ -210,6 +208,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         as_array=config.fluentd_array,
         workers=config.fluentd_max_connections,
     )
+    sessions: SessionExporter | None = None
     try:
         pong = call_with_retry("Ping", client.ping, client, shutdown)
         log.info(
@@ -221,6 +220,34 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         )
         type_filter = TypeFilter(config.types, config.skip_event_types)
         pipeline.start()
+        sessions = SessionExporter(
+            client=client,
+            state=state,
+            sink=sink,
+            shutdown=shutdown,
+            url_prefix=config.fluentd_session_url,
+            skip_types=config.skip_session_types,
+            concurrency=config.concurrency,
+            batch_size=config.fluentd_batch_size if config.fluentd_array else config.batch,
+            as_array=config.fluentd_array,
+        )
+        sessions.start()
+        observers = []
+        if config.lock_enabled and not config.dry_run:
+            locker = AutoLocker(
+                client=client,
+                shutdown=shutdown,
+                allowed=config.lock_failed_attempts_count,
+                period=config.lock_period,
+                lock_for=config.lock_for,
+            )
+            locker.start()
+            observers.append(locker.observe)
+            log.info(
+                "auto-lock: more than %d failed logins within %gs lock the user",
+                config.lock_failed_attempts_count,
+                config.lock_period,
+            )
         threading.Thread(
             target=_progress, args=(pipeline, shutdown), name="progress", daemon=True
         ).start()
@@ -236,6 +263,8 @@ def _run(config: Config, shutdown: Shutdown) -> int:
                 poll_interval=BULK_POLL_INTERVAL,
                 chunk_concurrency=max(config.concurrency // 4, 3),
                 exit_on_last_event=config.exit_on_last_event,
+                observers=observers,
+                schedule_sessions=True,
             )
         else:
             log.info("bulk export is not implemented by this backend: using windowed search")
@@ -250,12 +279,20 @@ def _run(config: Config, shutdown: Shutdown) -> int:
                 type_filter=type_filter,
                 poll_interval=config.timeout,
                 exit_on_last_event=config.exit_on_last_event,
+                observers=observers,
+                schedule_sessions=True,
             )
         with contextlib.suppress(Stopped):
             engine.run()
         if not shutdown.requested:
             log.info("caught up with the last event: waiting for Fluentd to acknowledge")
             pipeline.wait_idle()
+            # The sessions the last events scheduled, too (recordings not found
+            # yet stay in the state for the next run).
+            while not sessions.idle() and not shutdown.wait(0.5):
+                pass
+        if sessions.failure is not None:
+            raise PipelineFailed(str(sessions.failure)) from sessions.failure
     except Stopped:
         pass  # a SIGTERM while Ping or the probe waited for Teleport: nothing was read
     except BaseException:
@@ -269,6 +306,8 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         client.close()
         sink.close()
         pipeline.join(SHUTDOWN_GRACE)
+        if sessions is not None:
+            sessions.join(SHUTDOWN_GRACE)
         state.close()
     log.info(
         "stopped: %d events sent and committed%s",

@@ -16,12 +16,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.sink import FluentdClient, ShutdownRequested, SinkError
-from teleport_event_handler.state import ChunkCursor, State, Update
+from teleport_event_handler.state import (
+    ChunkCursor,
+    SessionCursor,
+    SessionScheduled,
+    State,
+    Update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,10 @@ log = logging.getLogger(__name__)
 def _update_key(update: Update) -> Hashable:
     if isinstance(update, ChunkCursor):
         return ("chunk", update.date, update.chunk)
+    if isinstance(update, SessionScheduled):
+        return ("scheduled", update.sid)
+    if isinstance(update, SessionCursor):
+        return ("session", update.sid)
     return ("legacy",)
 
 
@@ -117,14 +127,22 @@ class Pipeline:
 
     # -- producer side ------------------------------------------------------------
 
-    def submit(self, event: bytes | None, update: Update | None) -> None:
-        """Queue one event (or just progress) for sending; blocks when senders lag."""
+    def submit(
+        self, event: bytes | None, update: Update | None, extra: Sequence[Update] = ()
+    ) -> None:
+        """Queue one event (or just progress) for sending; blocks when senders lag.
+
+        ``extra`` updates are committed with ``update`` (a ``session.upload``
+        schedules its recording in the transaction that moves past it).
+        """
         self._raise_failure()
         with self._build_lock:
             batch = self._current
             if event is not None:
                 batch.events.append(event)
                 batch.size += len(event) + 1
+            for more in extra:
+                batch.updates[_update_key(more)] = more
             if update is not None:
                 batch.updates[_update_key(update)] = update
             if len(batch.events) >= self._batch_size or batch.size >= self._max_batch_bytes:

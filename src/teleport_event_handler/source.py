@@ -19,7 +19,7 @@ import datetime
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -29,7 +29,8 @@ from teleport_event_handler.backoff import Backoff, Shutdown
 from teleport_event_handler.events import TypeFilter, event_type_of, struct_to_json
 from teleport_event_handler.pipeline import Pipeline
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
-from teleport_event_handler.state import ChunkCursor, LegacyCursor, State
+from teleport_event_handler.sessions import scheduled_by
+from teleport_event_handler.state import ChunkCursor, LegacyCursor, State, Update
 from teleport_event_handler.teleport import (
     TeleportClient,
     TeleportError,
@@ -157,6 +158,10 @@ class Engine:
     type_filter: TypeFilter
     poll_interval: float
     exit_on_last_event: bool
+    # Exported events are also shown to these (auto-lock watches failed logins).
+    observers: Sequence[Callable[[auditlog_pb2.EventUnstructured, str], None]] = ()
+    # Whether a session.upload schedules its recording (sessions.SessionExporter).
+    schedule_sessions: bool = False
 
     def run(self) -> None:
         """Export until caught up (with exit_on_last_event) or shut down."""
@@ -179,6 +184,23 @@ class Engine:
         if self.type_filter.wants(event_type_of(event)):
             return struct_to_json(event.unstructured)
         return None
+
+    def submit(self, event: auditlog_pb2.EventUnstructured, update: Update) -> None:
+        """Hand one event to the pipeline, with the session it schedules, if any.
+
+        As in the Go plugin, only exported events (those the type filters
+        keep) schedule sessions and count as failed logins.
+        """
+        event_type = event_type_of(event)
+        if not self.type_filter.wants(event_type):
+            self.pipeline.submit(None, update)
+            return
+        for observe in self.observers:
+            observe(event, event_type)
+        scheduled = scheduled_by(event, event_type) if self.schedule_sessions else None
+        self.pipeline.submit(
+            struct_to_json(event.unstructured), update, (scheduled,) if scheduled else ()
+        )
 
 
 @dataclass
@@ -243,7 +265,7 @@ class LegacyEngine(Engine):
                 if when is not None and not lowest <= when < beyond:
                     self.pipeline.submit(None, update)  # the neighbouring window's event
                     continue
-                self.pipeline.submit(self.body(item), update)
+                self.submit(item, update)
             if page.last_key:
                 key, last_id = page.last_key, ""
                 continue
@@ -374,7 +396,7 @@ class BulkEngine(Engine):
             try:
                 for item in self.client.export_events(day, chunk, position):
                     position = item.cursor
-                    self.pipeline.submit(self.body(item.event), ChunkCursor(name, chunk, position))
+                    self.submit(item.event, ChunkCursor(name, chunk, position))
                     if self.shutdown.requested:
                         raise Stopped
             except grpc.RpcError as exc:

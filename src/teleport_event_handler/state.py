@@ -7,7 +7,13 @@ separate directory of their own. Inside it, ``state.sqlite3`` holds:
 * ``kv``: the start time and the legacy engine's (window, cursor, last id);
 * ``dates``: the days the bulk engine has reached;
 * ``chunks``: per (day, chunk) the cursor after the last acknowledged event,
-  and whether the chunk is complete.
+  and whether the chunk is complete;
+* ``sessions``: per session recording to export (scheduled by its
+  ``session.upload`` audit event, in the same transaction as that event's
+  cursor) the index of the next recording event to send, its status
+  (``pending``, ``missing`` with the attempts made and when to try again,
+  ``done`` or ``failed``) and the upload time. Finished sessions are kept
+  so that a ``session.upload`` read again never exports its session twice.
 
 Writers never hold a transaction open across network calls: the pipeline
 hands over a batch of updates once the sink acknowledged every earlier
@@ -34,6 +40,15 @@ CREATE TABLE IF NOT EXISTS chunks (
     done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (date, chunk)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    next_index INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retry_at REAL NOT NULL DEFAULT 0,
+    upload_time TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, retry_at);
 """
 
 START_TIME = "start_time"
@@ -65,7 +80,41 @@ class LegacyCursor:
     last_id: str
 
 
-Update = ChunkCursor | LegacyCursor
+@dataclass(frozen=True, slots=True)
+class SessionScheduled:
+    """A ``session.upload`` was read: its recording is to be exported (once)."""
+
+    sid: str
+    upload_time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCursor:
+    """Recording events of ``sid`` below ``next_index`` were acknowledged."""
+
+    sid: str
+    next_index: int
+    done: bool = False
+
+
+Update = ChunkCursor | LegacyCursor | SessionScheduled | SessionCursor
+
+SESSION_PENDING = "pending"
+SESSION_MISSING = "missing"
+SESSION_DONE = "done"
+SESSION_FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One session of the ``sessions`` table."""
+
+    sid: str
+    next_index: int
+    status: str
+    attempts: int
+    retry_at: float
+    upload_time: str
 
 
 def state_dir(storage: str, teleport_addr: str, dry_run: bool = False) -> str:
@@ -188,6 +237,50 @@ class State:
         with self._lock:
             self._db.execute("DELETE FROM chunks WHERE date < ?", (date,))
 
+    # -- session recordings ----------------------------------------------------------
+
+    def sessions_to_export(self, now: float, limit: int) -> list[SessionRow]:
+        """Pending sessions, then missing ones whose retry time has come."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sid, next_index, status, attempts, retry_at, upload_time FROM sessions "
+                "WHERE status IN (?, ?) AND retry_at <= ? ORDER BY status DESC, rowid LIMIT ?",
+                (SESSION_PENDING, SESSION_MISSING, now, limit),
+            ).fetchall()
+        return [SessionRow(*row) for row in rows]
+
+    def session(self, sid: str) -> SessionRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sid, next_index, status, attempts, retry_at, upload_time FROM sessions "
+                "WHERE sid = ?",
+                (sid,),
+            ).fetchone()
+        return None if row is None else SessionRow(*row)
+
+    def count_sessions(self, status: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM sessions WHERE status = ?", (status,)
+            ).fetchone()
+        return int(row[0])
+
+    def set_session_status(
+        self, sid: str, status: str, attempts: int | None = None, retry_at: float = 0.0
+    ) -> None:
+        """Mark a session missing (to retry at ``retry_at``), failed, or pending again."""
+        with self._lock:
+            if attempts is None:
+                self._db.execute(
+                    "UPDATE sessions SET status = ?, retry_at = ? WHERE sid = ?",
+                    (status, retry_at, sid),
+                )
+            else:
+                self._db.execute(
+                    "UPDATE sessions SET status = ?, attempts = ?, retry_at = ? WHERE sid = ?",
+                    (status, attempts, retry_at, sid),
+                )
+
     # -- commits -------------------------------------------------------------------
 
     def apply(self, updates: Iterable[Update]) -> None:
@@ -201,6 +294,18 @@ class State:
                             "INSERT OR REPLACE INTO chunks (date, chunk, cursor, done) "
                             "VALUES (?, ?, ?, ?)",
                             (update.date, update.chunk, update.cursor, int(update.done)),
+                        )
+                    elif isinstance(update, SessionScheduled):
+                        # Read again (a re-sent page or chunk): the session keeps its progress.
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO sessions (sid, upload_time) VALUES (?, ?)",
+                            (update.sid, update.upload_time),
+                        )
+                    elif isinstance(update, SessionCursor):
+                        self._db.execute(
+                            "UPDATE sessions SET next_index = ?, status = CASE WHEN ? "
+                            "THEN 'done' ELSE status END WHERE sid = ?",
+                            (update.next_index, int(update.done), update.sid),
                         )
                     else:
                         self._db.executemany(

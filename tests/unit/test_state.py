@@ -80,3 +80,27 @@ def test_unwritable_storage_names_the_fix(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="--storage"):
         State(str(blocker / "sub"))
+
+
+def test_sessions_are_scheduled_once_and_resume_at_their_committed_index(tmp_path: Path) -> None:
+    from teleport_event_handler.state import SessionCursor, SessionScheduled
+
+    state = State(str(tmp_path))
+    state.apply([SessionScheduled("s1", "2026-01-02T03:04:05Z"), SessionScheduled("s2")])
+    state.apply([SessionCursor("s1", 7)])
+    # A session.upload read again (a re-sent page) keeps the session's progress.
+    state.apply([SessionScheduled("s1", "2026-01-02T03:04:05Z")])
+    rows = {row.sid: row for row in state.sessions_to_export(now=0.0, limit=10)}
+    assert rows["s1"].next_index == 7 and rows["s1"].status == "pending"
+    assert rows["s2"].next_index == 0
+    state.apply([SessionCursor("s1", 9, done=True)])
+    state.apply([SessionScheduled("s1")])
+    assert [row.sid for row in state.sessions_to_export(now=0.0, limit=10)] == ["s2"]
+    # A missing recording waits for its retry time.
+    state.set_session_status("s2", "missing", attempts=1, retry_at=100.0)
+    assert state.sessions_to_export(now=99.0, limit=10) == []
+    assert [row.attempts for row in state.sessions_to_export(now=100.0, limit=10)] == [1]
+    state.close()
+    reopened = State(str(tmp_path))
+    assert reopened.session("s1") is not None and reopened.session("s1").status == "done"  # type: ignore[union-attr]
+    reopened.close()

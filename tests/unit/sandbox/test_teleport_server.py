@@ -307,10 +307,12 @@ def test_session_stream_and_resume(tp_reader: Client) -> None:
     # The recording's session.start is the audit log's session.start.
     starts, _ = tp_reader.all_pages(WIDE_START, WIDE_END, limit=500, types=("session.start",))
     assert events[0].id in {e.id for e in starts}
-    # start_index: resume *after* that index; 0 starts over.
+    # start_index: the events from that index on (lib/events/auditlog.go,
+    # AuditLog.StreamSessionEvents keeps GetIndex() >= startIndex).
     assert [e.index for e in tp_reader.session(sid, 0)] == [e.index for e in events]
-    assert [e.index for e in tp_reader.session(sid, 3)] == list(range(4, len(events)))
-    assert tp_reader.session(sid, len(events) - 1) == []
+    assert [e.index for e in tp_reader.session(sid, 3)] == list(range(3, len(events)))
+    assert [e.index for e in tp_reader.session(sid, len(events) - 1)] == [len(events) - 1]
+    assert tp_reader.session(sid, len(events)) == []
 
 
 def test_unknown_session_is_not_found(tp_reader: Client) -> None:

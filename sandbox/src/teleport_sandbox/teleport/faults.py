@@ -23,6 +23,11 @@ Keys (``KEY=VALUE``):
 ``oldest_client_version``  refuse clients whose ``version`` metadata is older than
                        this (or not a semantic version) with PERMISSION_DENIED,
                        as a cluster that rejects old clients does
+``missing_recordings`` comma list of session ids whose recording is not uploaded
+                       yet: StreamUnstructuredSessionEvents answers NOT_FOUND
+``malformed_recordings``  comma list of session ids whose recording holds an
+                       event that cannot be decoded at index 1: the stream sends
+                       index 0, then fails with UNKNOWN
 
 Draws come from one seeded RNG per fault setting: the same sequence of calls
 sees the same failures, which keeps tests deterministic enough.
@@ -85,6 +90,8 @@ class Faults:
     methods: frozenset[str] = frozenset()
     seed: int = 0
     oldest_client_version: str = ""
+    missing_recordings: frozenset[str] = frozenset()
+    malformed_recordings: frozenset[str] = frozenset()
 
     @property
     def hidden_flags(self) -> int:
@@ -158,6 +165,11 @@ def _methods(key: str, value: Any) -> list[str]:
     return names
 
 
+def _names(key: str, value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
 def _semver(key: str, value: Any) -> str:
     text = str(value).strip()
     if not re.fullmatch(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?", text):
@@ -177,6 +189,8 @@ _PARSERS: dict[str, Any] = {
     "methods": _methods,
     "seed": _non_negative_int,
     "oldest_client_version": _semver,
+    "missing_recordings": _names,
+    "malformed_recordings": _names,
 }
 
 
@@ -219,6 +233,8 @@ def _faults(values: Mapping[str, Any]) -> Faults:
         methods=frozenset(checked.get("methods", ())),
         seed=checked.get("seed", 0),
         oldest_client_version=checked.get("oldest_client_version", ""),
+        missing_recordings=frozenset(checked.get("missing_recordings", ())),
+        malformed_recordings=frozenset(checked.get("malformed_recordings", ())),
     )
 
 

@@ -347,16 +347,35 @@ class SandboxAuthService:
         )
         if request.start_index < 0:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "start_index must be >= 0")
+        faults = self.faults.current()
         recording = self.corpus.recording(request.session_id)
-        if recording is None:
+        if recording is None or request.session_id in faults.missing_recordings:
             _abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f'session recording "{request.session_id}" not found',
             )
-        # start_index is the index to resume *after*; 0 starts a new stream.
-        first = request.start_index + 1 if request.start_index > 0 else 0
-        return self._streamed(context, call, iter(recording[first:]))
+        # Teleport sends the recorded events whose index is at least start_index
+        # (lib/events/auditlog.go, AuditLog.StreamSessionEvents: GetIndex() >=
+        # startIndex); the recording's indexes are 0..n-1, so that is a slice.
+        events = iter(recording[request.start_index :])
+        if request.session_id in faults.malformed_recordings:
+            # A recording part that cannot be decoded: AuditLog.StreamSessionEvents
+            # sends what it read before, then the reader's error on the error
+            # channel, which reaches the client as an unknown error.
+            events = self._malformed(context, recording, request.start_index)
+        return self._streamed(context, call, events)
+
+    @staticmethod
+    def _malformed(
+        context: grpc.ServicerContext, recording: list[bytes], start: int
+    ) -> Iterator[bytes]:
+        yield from recording[start:1]
+        _abort(
+            context,
+            grpc.StatusCode.UNKNOWN,
+            "sandbox fault: malformed event at index 1 of the session recording",
+        )
 
     # ---- proto.AuthService ----------------------------------------------
 

@@ -1,0 +1,202 @@
+"""End to end: session recordings from the sandbox Teleport to the real Fluentd.
+
+Each ``session.upload`` schedules its session; every recording event not in
+``skip-session-types`` must reach Fluentd once, also across a kill -9 in the
+middle of sessions; a recording not uploaded yet is retried and exported
+later; a malformed one is skipped with a log line while the others finish.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from teleport_event_handler.events import struct_to_dict
+from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
+from teleport_sandbox.stack import Stack
+from teleport_sandbox.teleport.corpus import Corpus
+
+RUN_TIMEOUT = 180
+# 20 sessions of 8 to 43 recorded events each (sandbox corpus: 6 to 40 prints).
+EVENTS_PER_DAY = 60
+ALL_BUT_DESKTOP = "desktop.recording"
+# Scales the session retry delays (1 min -> 0.6 s, 3 s backoff -> 0.03 s).
+FAST_RETRIES = {"TELEPORT_EVENT_HANDLER_SESSION_TIME_SCALE": "0.01"}
+
+
+@pytest.fixture(scope="module")
+def sessions_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp("template-sessions") / "stack")
+    Stack(root=root, days=1, events_per_day=EVENTS_PER_DAY).init()
+    return root
+
+
+def _stack(template: str, tmp_path: Path, mode: str) -> Iterator[Stack]:
+    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode=mode)
+    stack.start_teleport()
+    stack.start_fluentd()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        log = os.path.join(stack.root, "handler.log")
+        if os.path.exists(log):
+            with open(log, errors="replace") as handle:
+                print(f"--- handler.log (tail)\n{handle.read()[-4000:]}")
+
+
+@pytest.fixture(params=["bulk", "legacy"])
+def stack(
+    request: pytest.FixtureRequest, sessions_template: str, tmp_path: Path
+) -> Iterator[Stack]:
+    yield from _stack(sessions_template, tmp_path, request.param)
+
+
+@pytest.fixture
+def bulk_stack(sessions_template: str, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(sessions_template, tmp_path, "bulk")
+
+
+def _key(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def _expected(stack: Stack, skip: tuple[str, ...], sids: set[str] | None = None) -> Counter:
+    corpus = Corpus(stack.teleport_dir)
+    want: Counter = collections.Counter()
+    for sid in corpus.sessions:
+        if sids is not None and sid not in sids:
+            continue
+        for raw in corpus.recording(sid) or []:
+            event = auditlog_pb2.EventUnstructured.FromString(raw)
+            if event.type not in skip:
+                want[_key(struct_to_dict(event.unstructured))] += 1
+    return want
+
+
+Counter = collections.Counter[bytes]
+
+
+def _received(stack: Stack) -> Counter:
+    return collections.Counter(_key(r) for r in stack.received("session"))
+
+
+def _sessions_table(stack: Stack) -> list[tuple[str, int, str]]:
+    paths = [
+        os.path.join(d, "state.sqlite3")
+        for d in (os.path.join(stack.storage, n) for n in os.listdir(stack.storage))
+    ]
+    db = sqlite3.connect(f"file:{paths[0]}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT sid, next_index, status FROM sessions").fetchall()
+    except sqlite3.OperationalError:
+        return []  # not created yet
+    finally:
+        db.close()
+
+
+def _run_to_end(stack: Stack, toml: str, env: dict[str, str] | None = None) -> None:
+    proc = stack.start_handler(toml, "--exit-on-last-event", env=env)
+    assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {stack.root}/handler.log"
+
+
+def test_every_session_arrives_exactly_once(stack: Stack) -> None:
+    toml = stack.handler_toml(
+        start_time=stack.corpus_start(), skip_session_types=[ALL_BUT_DESKTOP], concurrency=3
+    )
+    _run_to_end(stack, toml)
+    want, got = _expected(stack, (ALL_BUT_DESKTOP,)), _received(stack)
+    assert len(Corpus(stack.teleport_dir).sessions) == 20
+    assert sum(want.values()) > 150
+    assert got == want
+    # Each session's events went to <session-url>.<sid>.log: the real Fluentd
+    # matched them by the tag session.*.log; the audit output has none of them.
+    assert not any(r.get("event") == "print" for r in stack.received("audit"))
+
+
+def test_default_skip_types_drop_print_events(bulk_stack: Stack) -> None:
+    _run_to_end(bulk_stack, bulk_stack.handler_toml(start_time=bulk_stack.corpus_start()))
+    got = _received(bulk_stack)
+    assert got == _expected(bulk_stack, ("print", "desktop.recording"))
+    assert {orjson.loads(k)["event"] for k in got} == {"session.start", "resize", "session.end"}
+
+
+def test_kill_9_mid_session_resumes_each_session_where_it_stopped(bulk_stack: Stack) -> None:
+    toml = bulk_stack.handler_toml(
+        start_time=bulk_stack.corpus_start(),
+        skip_session_types=[ALL_BUT_DESKTOP],
+        concurrency=2,
+        fluentd__batch_size=1,
+    )
+    kills = 0
+    for _ in range(3):
+        proc = bulk_stack.start_handler(toml)
+        deadline = time.monotonic() + 60
+        # Kill once some session is part-way: progress stored, not finished.
+        while proc.poll() is None and time.monotonic() < deadline:
+            rows = _sessions_table(bulk_stack) if os.path.isdir(bulk_stack.storage) else []
+            if any(status != "done" and index > 0 for _, index, status in rows):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        kills += 1
+    _run_to_end(bulk_stack, toml)
+    want, got = _expected(bulk_stack, (ALL_BUT_DESKTOP,)), _received(bulk_stack)
+    assert set(got) == set(want), "a recording event was lost or invented"
+    resent = sum(got.values()) - sum(want.values())
+    # At most the batch each session had in flight (batch size 1, 2 sessions) per kill.
+    assert resent <= 2 * kills, f"{resent} events re-sent after {kills} kills"
+    print(f"{resent} recording events re-sent after {kills} kills")
+    assert all(status == "done" for _, _, status in _sessions_table(bulk_stack))
+
+
+def test_a_missing_recording_is_retried_and_exported_later(bulk_stack: Stack) -> None:
+    sids = sorted(Corpus(bulk_stack.teleport_dir).sessions)
+    late = sids[0]
+    bulk_stack.run_teleport_cli("faults", "set", f"missing_recordings={late}")
+    toml = bulk_stack.handler_toml(start_time=bulk_stack.corpus_start())
+    proc = bulk_stack.start_handler(toml, env=FAST_RETRIES)
+    try:
+        want_others = _expected(bulk_stack, ("print", "desktop.recording"), set(sids[1:]))
+        bulk_stack.wait_until(
+            proc,
+            lambda: f"session recording {late} not found yet" in bulk_stack.handler_log(),
+            "the missing recording's first attempt",
+        )
+        bulk_stack.wait_until(
+            proc, lambda: _received(bulk_stack) == want_others, "the other sessions", 90
+        )
+        bulk_stack.run_teleport_cli("faults", "clear")  # the recording is uploaded now
+        want = _expected(bulk_stack, ("print", "desktop.recording"))
+        bulk_stack.wait_until(proc, lambda: _received(bulk_stack) == want, "the late recording", 90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_a_malformed_session_is_skipped_while_the_others_finish(bulk_stack: Stack) -> None:
+    sids = sorted(Corpus(bulk_stack.teleport_dir).sessions)
+    bad = sids[3]
+    bulk_stack.run_teleport_cli("faults", "set", f"malformed_recordings={bad}")
+    toml = bulk_stack.handler_toml(start_time=bulk_stack.corpus_start())
+    _run_to_end(bulk_stack, toml, env=FAST_RETRIES)
+    skip = ("print", "desktop.recording")
+    got = _received(bulk_stack)
+    # The others complete; of the bad one only what came before the bad event.
+    others = _expected(bulk_stack, skip, set(sids) - {bad})
+    assert +(got - _expected(bulk_stack, skip, {bad})) == others
+    bad_events = [orjson.loads(k) for k in got if orjson.loads(k).get("sid") == bad]
+    assert [e["event"] for e in bad_events] == ["session.start"]
+    log = bulk_stack.handler_log()
+    assert log.count(f"session recording {bad} skipped after 3 failed attempts") == 1
+    assert "Traceback" not in log
