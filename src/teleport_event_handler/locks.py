@@ -200,10 +200,12 @@ class AutoLocker:
                     if not self._denied_logged:
                         self._denied_logged = True
                         log.error(
-                            "could not lock user %r after repeated failed logins: %s; "
-                            "to let the handler lock users, %s. The export goes on.",
+                            "could not lock user %r after repeated failed logins: Teleport "
+                            "denied user %r: %s; to let the handler lock users, %s. "
+                            "The export goes on.",
                             failure.user,
-                            explain(exc, self._client.addr, self._client.creds),
+                            self._client.creds.user,
+                            exc.details() if hasattr(exc, "details") else exc,
                             LOCK_RULE_FIX,
                         )
                     else:
