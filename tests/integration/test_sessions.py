@@ -200,3 +200,52 @@ def test_a_malformed_session_is_skipped_while_the_others_finish(bulk_stack: Stac
     log = bulk_stack.handler_log()
     assert log.count(f"session recording {bad} skipped after 3 failed attempts") == 1
     assert "Traceback" not in log
+
+
+def test_sigterm_mid_session_commits_what_was_sent_and_resumes_exactly_once(
+    bulk_stack: Stack,
+) -> None:
+    toml = bulk_stack.handler_toml(
+        start_time=bulk_stack.corpus_start(),
+        skip_session_types=[ALL_BUT_DESKTOP],
+        concurrency=2,
+        fluentd__batch_size=1,
+    )
+    proc = bulk_stack.start_handler(toml)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        rows = _sessions_table(bulk_stack) if os.path.isdir(bulk_stack.storage) else []
+        if any(status != "done" and index > 0 for _, index, status in rows):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert any(status != "done" for _, _, status in _sessions_table(bulk_stack))
+    _run_to_end(bulk_stack, toml)
+    assert _received(bulk_stack) == _expected(bulk_stack, (ALL_BUT_DESKTOP,))
+    assert "Traceback" not in bulk_stack.handler_log()
+
+
+def test_a_recording_that_never_appears_is_given_up_as_the_go_plugin_does(
+    bulk_stack: Stack,
+) -> None:
+    sids = sorted(Corpus(bulk_stack.teleport_dir).sessions)
+    lost = sids[5]
+    bulk_stack.run_teleport_cli("faults", "set", f"missing_recordings={lost}")
+    proc = bulk_stack.start_handler(
+        bulk_stack.handler_toml(start_time=bulk_stack.corpus_start()), env=FAST_RETRIES
+    )
+    try:
+        bulk_stack.wait_until(
+            proc, lambda: "giving it up" in bulk_stack.handler_log(), "the give-up", 60
+        )
+        log = bulk_stack.handler_log()
+        # The first try and three retries in the background (processSession:
+        # attempts 0..2 are kept, the one after them gives up).
+        assert log.count(f"session recording {lost} not found yet") == 3
+        assert f"session recording {lost} is still not found after 4 attempts" in log
+        want = _expected(bulk_stack, ("print", "desktop.recording"), set(sids) - {lost})
+        bulk_stack.wait_until(proc, lambda: _received(bulk_stack) == want, "the others", 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
