@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from teleport_event_handler import __version__, config
+from teleport_event_handler import __version__, config, configure
 from teleport_event_handler.durations import format_duration
 from teleport_event_handler.protos import TELEPORT_API_VERSION
 
@@ -118,18 +118,11 @@ def _summary(settings: config.Config) -> list[str]:
     ]
 
 
-def _add_configure_arguments(parser: argparse.ArgumentParser) -> None:
-    configure = importlib.import_module("teleport_event_handler.configure")
-    configure.add_configure_arguments(parser)
-
-
 def _run_configure(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     del environ
-    # Imported here so that start and check-config do not load the certificate code.
-    configure = importlib.import_module("teleport_event_handler.configure")
     stdin_text = sys.stdin.read() if args.passphrase_file == "-" else None
     try:
-        lines: list[str] = configure.main_configure(args, stdin_text)
+        lines = configure.main_configure(args, stdin_text)
     except configure.ConfigureError as exc:
         print(f"{PROG} configure: error: {exc}", file=sys.stderr)
         return 1
@@ -144,7 +137,7 @@ COMMANDS: tuple[Command, ...] = (
         "configure",
         "Generate mTLS certificates for Fluentd, and the handler's, Fluentd's and "
         "Teleport's starter configuration",
-        _add_configure_arguments,
+        configure.add_configure_arguments,
         _run_configure,
     ),
     Command("start", "Start log ingestion", config.add_start_arguments, _run_start),
