@@ -1,7 +1,7 @@
 """``teleport-event-handler configure``: what it writes, how, and what it refuses.
 
 The end-to-end proof (the files drive a sandbox Teleport, a real Fluentd and
-the forwarder) is tests/integration/test_configure.py; these check the files
+the forwarder) is tests/integration/test_configure_end_to_end.py; these check the files
 themselves, through the console script's ``main``.
 """
 
@@ -284,3 +284,19 @@ def test_paths_are_shown_relative_below_the_working_directory(tmp_path: Path) ->
         "a", "b"
     )
     assert configure.display_path("/etc/x", str(tmp_path)) == "/etc/x"
+
+
+def test_file_stems_from_the_positional_arguments(tmp_path: Path) -> None:
+    args = ("localhost:3025", "fluent-ca", "fluentd", "handler", *FAST)
+    assert _configure(tmp_path, *args) == 0
+    for stem in ("fluent-ca", "fluentd", "handler"):
+        assert (tmp_path / f"{stem}.crt").exists() and (tmp_path / f"{stem}.key").exists()
+    fluentd = _toml(tmp_path)["forward"]["fluentd"]  # type: ignore[index]
+    assert (fluentd["ca"], fluentd["cert"], fluentd["key"]) == (
+        str(tmp_path / "fluent-ca.crt"),
+        str(tmp_path / "handler.crt"),
+        str(tmp_path / "handler.key"),
+    )
+    conf = (tmp_path / "fluent.conf").read_text()
+    assert f"cert_path '{tmp_path}/fluentd.crt'" in conf
+    assert f"private_key_path '{tmp_path}/fluentd.key'" in conf
