@@ -167,3 +167,17 @@ def test_a_client_without_the_written_certificate_is_refused(tmp_path: Path) -> 
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_the_lock_enabled_role_loads_with_its_lock_rule(tmp_path: Path) -> None:
+    stack = Stack(root=str(tmp_path / "stack"), days=1, events_per_day=10)
+    os.makedirs(stack.root)
+    stack.run_teleport_cli("init", "--days", "1", "--events-per-day", "10")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = _run("configure", str(out), "--key-type", "ecdsa-p256", "--lock-enabled")
+    assert done.returncode == 0, done.stderr
+    stack.tctl("create", "-f", str(out / "teleport-event-handler-role.yaml"))
+    role = stack.tctl("get", "role/teleport-event-handler", "--format", "json")
+    (doc,) = json.loads(role)
+    assert {"resources": ["lock"], "verbs": ["create", "update"]} in doc["spec"]["allow"]["rules"]
