@@ -310,8 +310,9 @@ def _run(config: Config, shutdown: Shutdown) -> int:
             sessions.join(SHUTDOWN_GRACE)
         state.close()
     log.info(
-        "stopped: %d events sent and committed%s",
+        "stopped: %d events sent and committed, %d session recordings exported%s",
         pipeline.events_committed,
+        sessions.sessions_done if sessions is not None else 0,
         f", {dead_letters.count} refused events in {dead_letters.path}"
         if dead_letters.count
         else "",

@@ -22,7 +22,7 @@ import pytest
 
 from teleport_event_handler.events import struct_to_dict
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
-from teleport_sandbox.stack import Stack
+from teleport_sandbox.stack import HANDLER_ROLE_YAML, Stack
 from teleport_sandbox.teleport.corpus import Corpus
 
 RUN_TIMEOUT = 180
@@ -249,3 +249,23 @@ def test_a_recording_that_never_appears_is_given_up_as_the_go_plugin_does(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_without_session_permission_one_error_names_the_fix_and_audit_goes_on(
+    bulk_stack: Stack,
+) -> None:
+    role = os.path.join(bulk_stack.root, "handler", "role-events-only.yaml")
+    with open(role, "w") as handle:
+        handle.write(
+            HANDLER_ROLE_YAML.replace("resources: ['event', 'session']", "resources: ['event']")
+        )
+    bulk_stack.tctl("create", "-f", role)
+    _run_to_end(bulk_stack, bulk_stack.handler_toml(start_time=bulk_stack.corpus_start()))
+    assert {str(r["uid"]) for r in bulk_stack.received("audit")} == bulk_stack.teleport_uids()
+    assert not _received(bulk_stack)
+    log = bulk_stack.handler_log()
+    denied = [line for line in log.splitlines() if 'on "session"' in line]
+    assert len(denied) == 1, denied
+    assert "the audit export goes on" in denied[0]
+    # The sessions wait in the state for a run with the permission.
+    assert {status for _, _, status in _sessions_table(bulk_stack)} == {"pending"}
