@@ -10,7 +10,6 @@ reading, let in-flight requests finish, commit what was acknowledged and exit
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import signal
@@ -43,6 +42,8 @@ from teleport_event_handler.teleport import (
     TeleportClient,
     TeleportError,
     check_not_expired,
+    choose_dial,
+    credential_loader,
     load_identity_file,
     load_key_pair,
 )
@@ -153,14 +154,38 @@ def run(config: Config, shutdown: Shutdown | None = None) -> int:
         return 1
 
 
+def _teleport_client(config: Config, creds: Credentials) -> TeleportClient:
+    """Dial Auth directly or through the Proxy; reload renewed credentials; warn before expiry."""
+    via_proxy, why = choose_dial(config.teleport_addr, creds, config.teleport_dial)
+    log.info(
+        "dialing the Auth Service %s %s (%s)",
+        "through the Proxy's TLS routing at" if via_proxy else "directly at",
+        config.teleport_addr,
+        why,
+    )
+    client = TeleportClient(
+        config.teleport_addr,
+        creds,
+        api_version=config.teleport_api_version,
+        via_proxy=via_proxy,
+        loader=credential_loader(
+            config.teleport_identity, config.teleport_cert, config.teleport_key, config.teleport_ca
+        ),
+    )
+    refresh = config.teleport_refresh_enabled and bool(config.teleport_identity)
+    threading.Thread(
+        target=client.monitor,
+        args=(config.teleport_refresh_interval, refresh),
+        name="identity",
+        daemon=True,
+    ).start()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: client.request_reload())
+    return client
+
+
 def _not_yet(config: Config) -> None:
     """Say plainly which Go plugin features this version does not do yet."""
-    if config.teleport_refresh_enabled:
-        log.warning(
-            "teleport refresh.enabled is set, but this version reads the identity only at "
-            "start: restart the service after tbot or tctl renews %s",
-            config.teleport_identity or config.teleport_cert,
-        )
     if config.lock_enabled and config.dry_run:
         log.info("lock-enabled is set, but a dry run makes no locks (as the Go plugin)")
 
@@ -168,13 +193,6 @@ def _not_yet(config: Config) -> None:
 def _run(config: Config, shutdown: Shutdown) -> int:
     _not_yet(config)
     creds = load_credentials(config)
-    remaining = creds.not_after - utcnow()
-    if remaining < datetime.timedelta(hours=1):
-        log.warning(
-            "%s expires in %s; refresh it before then (tctl auth sign or tbot)",
-            creds.source,
-            str(remaining).split(".")[0],
-        )
 
     directory = state_dir(config.storage, config.teleport_addr, config.dry_run)
     state = State(directory)
@@ -195,7 +213,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     unreachable = sink.check(config.fluentd_url)
     if unreachable:
         log.warning("%s; events will wait until it answers", unreachable)
-    client = TeleportClient(config.teleport_addr, creds, api_version=config.teleport_api_version)
+    client = _teleport_client(config, creds)
     threading.Thread(
         target=_cancel_calls_on_shutdown, args=(client, shutdown), name="cancel", daemon=True
     ).start()

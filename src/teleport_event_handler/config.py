@@ -58,6 +58,8 @@ PROG = "teleport-event-handler"
 DEFAULT_SKIP_SESSION_TYPES = ("print", "desktop.recording")
 # The largest page GetUnstructuredEvents serves (Teleport's EventsMaxIterationLimit).
 TELEPORT_MAX_PAGE_LIMIT = 10000
+# How the forwarder reaches the Auth Service (see teleport.choose_dial).
+DIAL_MODES = ("auto", "auth", "proxy")
 
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
@@ -143,6 +145,7 @@ class Config:
     teleport_cert: str | None = None
     teleport_key: str | None = None
     teleport_api_version: str = TELEPORT_API_VERSION
+    teleport_dial: str = "auto"
     # ingest
     storage: str
     batch: int = 20
@@ -389,6 +392,15 @@ OPTIONS: tuple[Option, ...] = (
         ("FDFWD_TELEPORT_API_VERSION",),
         "Teleport API version announced to the Auth Service (the 'version' gRPC metadata); "
         "raise it when the cluster refuses older clients",
+        _TELEPORT,
+        ours=True,
+    ),
+    Option(
+        "teleport-dial",
+        "str",
+        ("FDFWD_TELEPORT_DIAL",),
+        "how to reach Auth at --teleport-addr: 'auth' (direct), 'proxy' (the Proxy's TLS "
+        "routing) or 'auto' (ask the address which it is)",
         _TELEPORT,
         ours=True,
     ),
@@ -690,9 +702,18 @@ def _to_api_version(value: Any) -> str:
     return text
 
 
+def _to_dial(value: Any) -> str:
+    text = _need_str(value, '"auto"').strip().lower()
+    if text not in DIAL_MODES:
+        raise _Invalid(f"{text!r} is not a way to dial Teleport", "write auto, auth or proxy")
+    return text
+
+
 def _convert(opt: Option, value: Any) -> Any:
     if opt.field == "teleport_api_version":
         return _to_api_version(value)
+    if opt.field == "teleport_dial":
+        return _to_dial(value)
     if opt.kind == "url":
         return _to_url(value, opt)
     if opt.kind == "addr":

@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "teleport-cert": ("/t/cert.pem", '"/t/cert.pem"', None),
     "teleport-key": ("/t/key.pem", '"/t/key.pem"', None),
     "teleport-api-version": ("18.1.0", '"18.1.0"', "18.1.0"),
+    "teleport-dial": ("proxy", '"proxy"', "proxy"),
     "storage": ("/srv/storage", '"/srv/storage"', None),
     "batch": ("50", "50", 50),
     "types": ("user.login, session.start", '["user.login", "session.start"]', None),

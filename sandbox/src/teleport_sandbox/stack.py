@@ -218,6 +218,8 @@ class Stack:
     material: FluentdMaterial | None = None
     _teleport: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _fluentd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    proxy_addr: str = ""
+    _proxy: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def teleport_dir(self) -> str:
@@ -334,6 +336,43 @@ class Stack:
     def stop_teleport(self) -> None:
         _stop(self._teleport)
 
+    def start_proxy(self, port: int = 0) -> str:
+        """A Proxy front routing to the running Auth listener; its ``host:port``."""
+        assert self.teleport_addr, "call start_teleport() first"
+        port_file = os.path.join(self.teleport_dir, "proxy-port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        log = open(os.path.join(self.root, "proxy.log"), "ab")  # noqa: SIM115
+        self._proxy = subprocess.Popen(
+            [
+                _bin("sandbox-teleport"),
+                "proxy",
+                "--data-dir",
+                self.teleport_dir,
+                "--auth-addr",
+                self.teleport_addr,
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--port-file",
+                port_file,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        bound = _wait_for_file(port_file, self._proxy, 60)
+        self.proxy_addr = f"127.0.0.1:{bound}"
+        return self.proxy_addr
+
+    def stop_proxy(self) -> None:
+        _stop(self._proxy)
+
+    def proxy_log(self) -> str:
+        path = os.path.join(self.root, "proxy.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, errors="replace") as handle:
+            return handle.read()
+
     def fluent_conf(self) -> str:
         """Write ``fluent.conf`` from the project's template; returns its path."""
         assert self.material is not None, "call init() first"
@@ -436,6 +475,7 @@ class Stack:
 
     def stop(self) -> None:
         self.stop_fluentd()
+        self.stop_proxy()
         self.stop_teleport()
 
     # -- the forwarder --------------------------------------------------------------

@@ -57,6 +57,7 @@ __all__ = [
     "issue_identity",
     "load_identity",
     "peer_identity",
+    "proxy_credentials",
     "server_credentials",
     "ssh_host_ca_line",
     "ssh_user_ca_line",
@@ -245,6 +246,41 @@ def server_credentials(data_dir: str) -> tuple[bytes, bytes, bytes]:
     """(server key PEM, server cert PEM, user CA PEM to verify clients) for the gRPC server."""
     paths = _Paths(data_dir)
     return _read(paths.server_key), _read(paths.server_crt), _read(paths.user_ca_crt)
+
+
+def proxy_credentials(data_dir: str) -> tuple[bytes, bytes, bytes]:
+    """(key PEM, certificate PEM, web CA PEM) the Proxy front serves its own TLS with.
+
+    A Proxy's web listener presents a certificate of its own (often from a
+    public CA), not one from the cluster's host CA: that is how a client tells
+    it apart from the Auth Service. The sandbox's comes from a separate "web"
+    CA kept in ``D/proxy/``; made on first use, kept afterwards.
+    """
+    directory = os.path.join(_Paths(data_dir).data_dir, "proxy")
+    key_path = os.path.join(directory, "web.key")
+    crt_path = os.path.join(directory, "web.crt")
+    ca_path = os.path.join(directory, "web_ca.crt")
+    with state_lock(_Paths(data_dir).data_dir):
+        if not all(os.path.exists(p) for p in (key_path, crt_path, ca_path)):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            ca_key = pki.generate_private_key(TLS_KEY_TYPE)
+            ca = pki.issue_ca(ca_key, "sandbox web CA", CA_TTL, organizations=("sandbox web",))
+            key = pki.generate_private_key(TLS_KEY_TYPE)
+            cert = pki.issue_leaf(
+                ca,
+                ca_key,
+                key.public_key(),
+                "localhost",
+                "server",
+                dns_names=("localhost",),
+                ip_addresses=SERVER_IPS,
+                ttl=SERVER_TTL,
+                not_before=pki.utcnow() - CLOCK_SKEW,
+            )
+            pki.write_file_atomic(ca_path, pki.cert_pem(ca), mode=0o644)
+            pki.write_file_atomic(key_path, pki.private_key_pem(key), mode=0o600)
+            pki.write_file_atomic(crt_path, pki.cert_pem(cert), mode=0o644)
+    return _read(key_path), _read(crt_path), _read(ca_path)
 
 
 def _ssh_ca_key(path: str) -> Any:

@@ -7,6 +7,8 @@
                             [--sessions-per-day N] [--force]
     sandbox-teleport serve  --data-dir D [--listen 127.0.0.1:3025] [--port-file F]
                             [--mode bulk|legacy] [--live-rate N] [--fault K=V ...]
+    sandbox-teleport proxy  --data-dir D --auth-addr HOST:PORT [--listen 127.0.0.1:3080]
+                            [--port-file F]
     sandbox-teleport append --data-dir D --count N [--type T] [--failed-logins USER:LOGIN ...]
                             [--at 2026-01-02T03:04:05.000000000Z]
     sandbox-teleport faults --data-dir D set K=V ... | clear | show
@@ -94,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
         help="page budget of event JSON (default 1 MiB, Teleport's)",
     )
     serve.add_argument("--debug", "-d", action="store_true")
+
+    proxy = sub.add_parser(
+        "proxy", help="a Proxy front: TLS routing (ALPN teleport-auth@...) to the Auth listener"
+    )
+    proxy.add_argument("--data-dir", required=True)
+    proxy.add_argument("--auth-addr", required=True, help="the Auth Service's HOST:PORT")
+    proxy.add_argument("--listen", default="127.0.0.1:3080", help="HOST:PORT; port 0 = any")
+    proxy.add_argument("--port-file", help="write the bound port here once ready")
+    proxy.add_argument("--debug", "-d", action="store_true")
 
     append = sub.add_parser("append", help="append events timed now (works while serving)")
     append.add_argument("--data-dir", required=True)
@@ -218,6 +229,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from teleport_sandbox.teleport import proxy
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    front = proxy.start_proxy(args.data_dir, args.listen, args.auth_addr)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if args.port_file:
+        _write_port_file(args.port_file, front.port)
+    log.info(
+        "proxy for cluster %r on port %d, routing to Auth at %s",
+        front.cluster_name,
+        front.port,
+        args.auth_addr,
+    )
+    while not stop.wait(3600):
+        pass
+    front.stop()
+    log.info("stopped")
+    return 0
+
+
 def _cmd_append(args: argparse.Namespace) -> int:
     from teleport_sandbox.teleport import corpus
 
@@ -271,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "init": _cmd_init,
         "serve": _cmd_serve,
+        "proxy": _cmd_proxy,
         "append": _cmd_append,
         "faults": _cmd_faults,
         "info": _cmd_info,

@@ -1,0 +1,169 @@
+"""End to end: dialing through the sandbox Proxy front, and identities renewed on disk.
+
+The Proxy front routes like Teleport's (lib/srv/alpnproxy): the first ALPN
+value ``teleport-auth@<hex cluster name>.teleport.cluster.local`` picks the
+cluster, the raw TLS goes to the Auth listener, and an unknown cluster is
+refused. Identities are rewritten with ``sandbox-tctl auth sign`` while the
+forwarder runs; the first one is short-lived, so events appended after it
+expired can only be read with the renewed one.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from teleport_sandbox.stack import Stack
+
+RUN_TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp("template-proxy") / "stack")
+    Stack(root=root, days=2, events_per_day=300).init()
+    return root
+
+
+@pytest.fixture
+def stack(template: str, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode="legacy")
+    stack.start_teleport()
+    stack.start_proxy()
+    stack.start_fluentd()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for name in ("handler.log", "proxy.log"):
+            path = os.path.join(stack.root, name)
+            if os.path.exists(path):
+                with open(path, errors="replace") as handle:
+                    print(f"--- {path} (tail)\n{handle.read()[-3000:]}")
+
+
+def _exactly_once(stack: Stack) -> None:
+    counts = collections.Counter(str(r["uid"]) for r in stack.received("audit"))
+    expected = stack.teleport_uids()
+    missing = expected - set(counts)
+    assert not missing, f"{len(missing)} of {len(expected)} events never reached Fluentd"
+    assert set(counts) <= expected
+    twice = [uid for uid, n in counts.items() if n != 1]
+    assert not twice, f"{len(twice)} events arrived more than once, e.g. {twice[:3]}"
+
+
+def _append(stack: Stack, count: int) -> None:
+    stack.run_teleport_cli("append", "--count", str(count))
+
+
+def _all_arrived(stack: Stack) -> bool:
+    return stack.teleport_uids() <= {str(r["uid"]) for r in stack.received("audit")}
+
+
+def _wait_for_log(stack: Stack, proc: subprocess.Popen[bytes], text: str) -> None:
+    stack.wait_until(proc, lambda: text in stack.handler_log(), repr(text), timeout=60)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_the_proxy_path_delivers_every_event_exactly_once(stack: Stack) -> None:
+    toml = stack.handler_toml(start_time=stack.corpus_start(), teleport__addr=stack.proxy_addr)
+    proc = stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 0, f"see {stack.root}/handler.log"
+    _exactly_once(stack)
+    log = stack.handler_log()
+    assert "through the Proxy's TLS routing" in log
+    assert "presented a certificate of its own" in log  # chosen automatically, and said why
+
+
+def test_a_wrong_cluster_name_is_refused_with_a_clear_error(stack: Stack, tmp_path: Path) -> None:
+    other = Stack(root=str(tmp_path / "other"), days=1, events_per_day=5)
+    other.init(["--cluster-name", "other.example.com"])
+    toml = stack.handler_toml(
+        start_time=stack.corpus_start(),
+        teleport__addr=stack.proxy_addr,
+        teleport__identity=other.identity,
+        teleport__dial="proxy",
+    )
+    proc = stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 1
+    log = stack.handler_log()
+    assert "closed the connection during the TLS handshake" in log
+    assert "'other.example.com'" in log and "tctl auth sign" in log
+    # Teleport's words for it (lib/srv/alpnproxy/auth/auth_proxy.go, dialRemoteAuthServer).
+    assert 'cluster name "other.example.com" not found' in stack.proxy_log()
+    assert not stack.received("audit")
+
+
+def test_a_renewed_identity_is_picked_up_without_loss(stack: Stack) -> None:
+    # 15 s left of a 75 s lifetime: less than a third, so the warning shows at start.
+    stack.sign_identity(ttl="15s")
+    toml = stack.handler_toml(
+        start_time=stack.corpus_start(),
+        teleport__addr=stack.proxy_addr,
+        **{"teleport__refresh.enabled": True, "teleport__refresh.interval": "1s"},
+    )
+    proc = stack.start_handler(toml)
+    try:
+        _wait_for_log(stack, proc, "less than a third of its lifetime left")
+        stack.wait_until(proc, lambda: len(stack.received("audit")) > 0, "first events")
+        renewed_at = time.monotonic()
+        stack.sign_identity(ttl="1h")  # as tbot does, mid-export
+        _wait_for_log(stack, proc, "reloaded identity file")
+        # The first identity has expired: what arrives now came over the new one.
+        time.sleep(max(0.0, 16 - (time.monotonic() - renewed_at)))
+        _append(stack, 40)
+        stack.wait_until(proc, lambda: _all_arrived(stack), "the appended events", timeout=60)
+    finally:
+        _stop(proc)
+    _exactly_once(stack)
+
+
+def test_sighup_reloads_now(stack: Stack) -> None:
+    stack.sign_identity(ttl="12s")
+    toml = stack.handler_toml(start_time=stack.corpus_start())  # direct to Auth, no refresh
+    proc = stack.start_handler(toml)
+    try:
+        stack.wait_until(proc, lambda: len(stack.received("audit")) > 0, "first events")
+        assert "dialing the Auth Service directly" in stack.handler_log()
+        renewed_at = time.monotonic()
+        stack.sign_identity(ttl="1h")
+        time.sleep(1.5)
+        assert "reloaded identity file" not in stack.handler_log()  # refresh is off
+        proc.send_signal(signal.SIGHUP)
+        _wait_for_log(stack, proc, "reloaded identity file")
+        time.sleep(max(0.0, 13 - (time.monotonic() - renewed_at)))
+        _append(stack, 40)
+        stack.wait_until(proc, lambda: _all_arrived(stack), "the appended events", timeout=60)
+    finally:
+        _stop(proc)
+    _exactly_once(stack)
+
+
+def test_an_identity_that_expires_while_running_stops_with_the_fix(stack: Stack) -> None:
+    stack.sign_identity(ttl="4s")
+    toml = stack.handler_toml(start_time=stack.corpus_start(), teleport__addr=stack.proxy_addr)
+    proc = stack.start_handler(toml)
+    assert proc.wait(RUN_TIMEOUT) == 1
+    log = stack.handler_log()
+    assert "expired at" in log and "tctl auth sign" in log and "tbot" in log
+
+
+def test_an_expired_identity_is_refused_at_start(stack: Stack) -> None:
+    stack.sign_identity(ttl="1s")
+    time.sleep(1.5)
+    toml = stack.handler_toml(start_time=stack.corpus_start(), teleport__addr=stack.proxy_addr)
+    proc = stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 1
+    log = stack.handler_log()
+    assert "expired at" in log and "tctl auth sign" in log
