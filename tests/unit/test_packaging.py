@@ -57,3 +57,21 @@ def test_wheel_carries_the_one_fluent_conf_template_as_a_real_file(wheel: zipfil
     packed = wheel.read("teleport_event_handler/templates/fluent.conf.j2")
     assert packed == role_template.read_bytes()
     assert b"<transport tls>" in packed
+
+
+@pytest.mark.parametrize(
+    ("packed", "source"),
+    [
+        ("teleport_event_handler/mtls.py", "plugins/module_utils/_mtls.py"),
+        (
+            "teleport_event_handler/templates/teleport-event-handler.toml.j2",
+            "roles/event_handler/templates/teleport-event-handler.toml.j2",
+        ),
+    ],
+)
+def test_wheel_carries_the_collections_shared_files_as_real_files(
+    wheel: zipfile.ZipFile, packed: str, source: str
+) -> None:
+    # configure uses the collection's Fluentd bundle code and the role's TOML
+    # template through links in the tree: the wheel holds their text.
+    assert wheel.read(packed) == (ROOT / source).read_bytes()
