@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -62,6 +63,52 @@ def test_identity_file_is_read_like_teleport_does(stalled_stack: Stack, tmp_path
     assert creds.user == "teleport-event-handler"
     assert creds.not_after > datetime.datetime.now(datetime.UTC)
     assert b"BEGIN CERTIFICATE" in creds.ca_pems and b"PRIVATE KEY" in creds.private_key_pem
+
+
+def test_a_stream_in_progress_finishes_across_a_reload(stalled_stack: Stack) -> None:
+    """A renewed identity is used for new calls; the stream already open ends normally."""
+    creds = load_identity_file(stalled_stack.identity)
+    client = TeleportClient(
+        stalled_stack.teleport_addr,
+        creds,
+        loader=lambda: load_identity_file(stalled_stack.identity),
+    )
+    results: list[Any] = []
+    try:
+        day = datetime.datetime.now(datetime.UTC).date()
+        chunk = client.export_chunks(day)[0]
+        assert client.reload() is False  # same file: nothing to do
+        stream = threading.Thread(
+            target=lambda: results.append(list(client.export_events(day, chunk, "")))
+        )
+        stream.start()
+        time.sleep(1.0)  # the stream waits on the server's 5 s latency
+        stalled_stack.sign_identity()
+        assert client.reload() is True
+        assert client.creds.cert_pem != creds.cert_pem
+        assert client.ping().ClusterName  # a new call, over the new channel
+        stream.join(20)
+        assert results and results[0], "the stream on the old channel did not finish"
+    finally:
+        client.close()
+
+
+def test_an_unreadable_renewal_keeps_the_current_identity(
+    stalled_stack: Stack, tmp_path: Path
+) -> None:
+    path = tmp_path / "identity"
+    path.write_bytes(Path(stalled_stack.identity).read_bytes())
+    client = TeleportClient(
+        stalled_stack.teleport_addr,
+        load_identity_file(str(path)),
+        loader=lambda: load_identity_file(str(path)),
+    )
+    try:
+        path.write_bytes(b"half a file")
+        assert client.reload() is False
+        assert client.ping().ClusterName
+    finally:
+        client.close()
 
 
 # --- what goes on the wire ---------------------------------------------------------
