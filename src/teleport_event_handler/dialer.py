@@ -231,7 +231,9 @@ def describe_failure(exc: BaseException, host: str, port: int, cluster_name: str
         return (
             f"TLS to {host}:{port} through the Proxy: the server's certificate is not from the "
             f"cluster's host CA in the identity ({exc.verify_message}); check that the identity "
-            "was issued by the cluster behind this Proxy"
+            "was issued by the cluster behind this Proxy and that the Proxy has TLS routing "
+            "(a Proxy in proxy_listener_mode 'separate' has none: set --teleport-addr to the "
+            "Auth Service, port 3025)"
         )
     if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, EOFError)) or "EOF" in text:
         return (

@@ -232,7 +232,8 @@ def explain(exc: grpc.RpcError, addr: str, creds: Credentials) -> TeleportError:
         return TeleportError(
             f"TLS handshake with Teleport at {addr} failed ({details}); check that {creds.source} "
             f"was issued by this cluster and has not expired ({RENEW_HINT}), and that "
-            "--teleport-addr points at the Auth Service"
+            "--teleport-addr points at the Auth Service or a Proxy with TLS routing "
+            "([teleport] dial)"
         )
     problem = _dial_problems.get(addr)
     if problem and code == grpc.StatusCode.UNAVAILABLE:
