@@ -265,6 +265,15 @@ def is_unimplemented(exc: grpc.RpcError) -> bool:
     return hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def _key_matches(creds: Credentials) -> bool:
+    try:
+        key = pki.load_private_key(creds.private_key_pem, source=creds.source)
+        cert = pki.load_certificate(creds.cert_pem, creds.source)
+    except pki.PkiError:
+        return False
+    return bool(pki.key_matches_cert(key, cert))
+
+
 def split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
@@ -483,9 +492,17 @@ class TeleportClient:
             if creds.expired():
                 self.warn_expiry(creds)
                 return False
+            if not _key_matches(creds):
+                # Caught mid-rewrite (key of one issue, certificate of another): next tick.
+                log.warning(
+                    "%s: the private key does not match the certificate (still being "
+                    "written?); keeping the current identity",
+                    creds.source,
+                )
+                return False
             try:
                 new = self._connect(creds)
-            except TeleportError as exc:
+            except (TeleportError, ssl.SSLError) as exc:
                 log.error("could not use the reloaded Teleport identity: %s", exc)
                 return False
             old, self._conn = self._conn, new
@@ -546,9 +563,15 @@ class TeleportClient:
             if asked:
                 log.info("reloading the Teleport credentials now (SIGHUP)")
             if asked or (refresh and self._due(interval)):
-                self.reload()
-            self.warn_expiry()
-            self._close_retired()
+                try:
+                    self.reload()
+                except Exception as exc:  # keep the current identity and the monitor
+                    log.warning("could not reload the Teleport identity: %s", exc)
+            try:
+                self.warn_expiry()
+                self._close_retired()
+            except Exception as exc:  # the monitor must outlive any one bad tick
+                log.warning("identity monitor: %s", exc)
 
     def _due(self, interval: float) -> bool:
         now = time.monotonic()

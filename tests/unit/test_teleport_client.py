@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from teleport_event_handler import pki
 from teleport_event_handler.protos import TELEPORT_API_VERSION
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 from teleport_event_handler.protos.teleport.legacy.client.proto import authservice_pb2
@@ -105,6 +106,14 @@ def test_an_unreadable_renewal_keeps_the_current_identity(
     )
     try:
         path.write_bytes(b"half a file")
+        assert client.reload() is False
+        assert client.ping().ClusterName
+        # Caught mid-rewrite: the new key with the old certificate.
+        old = pki.parse_identity_file(Path(stalled_stack.identity).read_bytes())
+        new = pki.parse_identity_file(
+            Path(stalled_stack.sign_identity(out=str(tmp_path / "n"))).read_bytes()
+        )
+        path.write_bytes(pki.build_identity_file(old._replace(private_key_pem=new.private_key_pem)))
         assert client.reload() is False
         assert client.ping().ClusterName
     finally:
