@@ -224,7 +224,10 @@ class SessionExporter:
                 rows = self._state.sessions_to_export(time.time(), free + len(busy))
                 for row in [r for r in rows if r.sid not in busy][:free]:
                     thread = threading.Thread(
-                        target=self._run_session, args=(row,), name=f"session-{row.sid[:8]}"
+                        target=self._run_session,
+                        args=(row,),
+                        name=f"session-{row.sid[:8]}",
+                        daemon=True,  # a stuck stream must never keep the process alive
                     )
                     with self._lock:
                         self._active[row.sid] = thread
