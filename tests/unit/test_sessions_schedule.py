@@ -32,3 +32,13 @@ def test_other_events_and_uploads_without_a_session_id_schedule_nothing() -> Non
 def test_the_url_is_the_go_plugins() -> None:
     # session_events_job.go consumeSession: FluentdSessionURL + "." + s.ID + ".log"
     assert session_url("https://f:8888/session", "abc") == "https://f:8888/session.abc.log"
+
+
+def test_a_missing_recording_uploaded_over_48_hours_ago_is_given_up_at_once() -> None:
+    from teleport_event_handler.sessions import MISSING_CUTOFF, _uploaded_long_ago
+
+    now = datetime.datetime(2026, 1, 3, tzinfo=datetime.UTC)
+    assert datetime.timedelta(hours=48) == MISSING_CUTOFF  # processSession's eventTimeCutOff
+    assert _uploaded_long_ago("2025-12-31T23:59:59Z", now)
+    assert not _uploaded_long_ago("2026-01-01T00:00:01Z", now)
+    assert not _uploaded_long_ago("", now)  # unknown: the attempts decide
