@@ -44,8 +44,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import grpc
 
@@ -125,28 +123,6 @@ def _uploaded_long_ago(upload_time: str, now: datetime.datetime) -> bool:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return now - when > MISSING_CUTOFF
-
-
-def stream_session_events(
-    client: TeleportClient, sid: str, start_index: int
-) -> Iterator[auditlog_pb2.EventUnstructured]:
-    """Recording events of ``sid`` from ``start_index`` on; cancelled on every exit path.
-
-    TeleportClient has no method for this call yet (teleport.py belongs to the
-    identity work), so the call is made on its stub here.
-    """
-    request = auditlog_pb2.StreamUnstructuredSessionEventsRequest(
-        session_id=sid, start_index=start_index
-    )
-    stream: Any = client._audit.StreamUnstructuredSessionEvents(
-        request,
-        timeout=client.stream_timeout,
-        metadata=client._metadata,
-    )
-    try:
-        yield from stream
-    finally:
-        stream.cancel()
 
 
 class SessionExporter:
@@ -283,7 +259,7 @@ class SessionExporter:
         failures, mark = 0, next_index
         while not self._shutdown.requested:
             try:
-                for item in stream_session_events(self._client, sid, next_index):
+                for item in self._client.session_events(sid, next_index):
                     next_index = max(next_index, int(item.index) + 1)
                     body = None
                     if item.type not in self._skip:
@@ -379,5 +355,4 @@ __all__ = [
     "SessionExporter",
     "scheduled_by",
     "session_url",
-    "stream_session_events",
 ]

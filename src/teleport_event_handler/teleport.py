@@ -656,6 +656,22 @@ class TeleportClient:
         finally:
             stream.cancel()
 
+    def session_events(
+        self, sid: str, start_index: int
+    ) -> Iterator[auditlog_pb2.EventUnstructured]:
+        """Recording events of ``sid`` from ``start_index`` on (inclusive, as Teleport's
+        AuditLog.StreamSessionEvents keeps them); cancelled on every exit path."""
+        request = auditlog_pb2.StreamUnstructuredSessionEventsRequest(
+            session_id=sid, start_index=start_index
+        )
+        stream: Any = self._audit.StreamUnstructuredSessionEvents(
+            request, timeout=self.stream_timeout, metadata=self._metadata
+        )
+        try:
+            yield from stream
+        finally:
+            stream.cancel()
+
     def upsert_lock(self, lock: types_pb2.LockV2) -> None:
         self._auth.UpsertLock(lock, timeout=self.call_timeout, metadata=self._metadata)
 
