@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import cast
 
 import orjson
 
@@ -23,6 +24,7 @@ from teleport_event_handler import __version__
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.config import Config
 from teleport_event_handler.events import TypeFilter
+from teleport_event_handler.forward import ForwardClient
 from teleport_event_handler.locks import AutoLocker
 from teleport_event_handler.pipeline import Pipeline, PipelineFailed
 from teleport_event_handler.sessions import SessionExporter
@@ -200,15 +202,20 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     log.info("state in %s; exporting events from %s", directory, start_time.isoformat())
 
     dead_letters = DeadLetters(directory)
-    sink = FluentdClient(
-        ca=config.fluentd_ca,
-        cert=config.fluentd_cert,
-        key=config.fluentd_key,
-        max_connections=config.fluentd_max_connections,
-        timeout=config.fluentd_timeout,
-        shutdown=shutdown,
-        on_rejected=dead_letters,
-        dry_run=config.dry_run,
+    sink_class = ForwardClient if config.uses_forward else FluentdClient
+    # Pipeline and SessionExporter annotate FluentdClient; they need only the Sink protocol.
+    sink = cast(
+        FluentdClient,
+        sink_class(
+            ca=config.fluentd_ca,
+            cert=config.fluentd_cert,
+            key=config.fluentd_key,
+            max_connections=config.fluentd_max_connections,
+            timeout=config.fluentd_timeout,
+            shutdown=shutdown,
+            on_rejected=dead_letters,
+            dry_run=config.dry_run,
+        ),
     )
     unreachable = sink.check(config.fluentd_url)
     if unreachable:

@@ -60,6 +60,8 @@ DEFAULT_SKIP_SESSION_TYPES = ("print", "desktop.recording")
 TELEPORT_MAX_PAGE_LIMIT = 10000
 # How the forwarder reaches the Auth Service (see teleport.choose_dial).
 DIAL_MODES = ("auto", "auth", "proxy")
+# How events reach Fluentd: "auto" lets the URL scheme decide (tls:// and tcp:// are Forward).
+PROTOCOLS = ("auto", "http", "forward")
 
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
@@ -136,6 +138,7 @@ class Config:
     fluentd_batch_size: int = 200
     fluentd_array: bool = True
     fluentd_timeout: float = 30.0
+    fluentd_protocol: str = "auto"
     # [teleport]
     teleport_addr: str = "localhost:3025"
     teleport_identity: str | None = None
@@ -171,6 +174,13 @@ class Config:
         if self.fluentd_max_connections == 0:
             # The Go plugin's Validate(): one connection per concurrent session, twice over.
             object.__setattr__(self, "fluentd_max_connections", 2 * self.concurrency)
+
+    @property
+    def uses_forward(self) -> bool:
+        """Events go to in_forward: protocol forward, or auto with a tls:// or tcp:// URL."""
+        if self.fluentd_protocol != "auto":
+            return self.fluentd_protocol == "forward"
+        return urllib.parse.urlsplit(self.fluentd_url).scheme in ("tls", "tcp")
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain values for the startup log line (holds no secrets)."""
@@ -333,6 +343,15 @@ OPTIONS: tuple[Option, ...] = (
         "time limit for one request to Fluentd",
         _FLUENTD,
         minimum=0,
+        ours=True,
+    ),
+    Option(
+        "fluentd-protocol",
+        "str",
+        ("FDFWD_FLUENTD_PROTOCOL", "FDWRD_FLUENTD_PROTOCOL"),
+        "'http' (in_http), 'forward' (in_forward, msgpack with acks) or 'auto' "
+        "(tls:// and tcp:// URLs are forward, https:// and http:// are http)",
+        _FLUENTD,
         ours=True,
     ),
     # Teleport
@@ -570,8 +589,11 @@ def _to_url(value: Any, opt: Option) -> str:
     example = "https://fluentd.example.com:8888/" + (
         "session" if opt.flag == "fluentd-session-url" else "test.log"
     )
-    if parts.scheme not in ("https", "http"):
-        raise _Invalid(f"{text!r} is not an https:// URL", f"write a URL such as {example}")
+    if parts.scheme not in ("https", "http", "tls", "tcp"):
+        raise _Invalid(
+            f"{text!r} is not an https:// URL (nor tls:// for in_forward)",
+            f"write a URL such as {example}",
+        )
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
@@ -709,7 +731,16 @@ def _to_dial(value: Any) -> str:
     return text
 
 
+def _to_protocol(value: Any) -> str:
+    text = _need_str(value, '"forward"').strip().lower()
+    if text not in PROTOCOLS:
+        raise _Invalid(f"{text!r} is not a Fluentd protocol", "write auto, http or forward")
+    return text
+
+
 def _convert(opt: Option, value: Any) -> Any:
+    if opt.field == "fluentd_protocol":
+        return _to_protocol(value)
     if opt.field == "teleport_api_version":
         return _to_api_version(value)
     if opt.field == "teleport_dial":
@@ -1100,6 +1131,45 @@ def _resolve(args: Mapping[str, Any], environ: Mapping[str, str]) -> _Resolution
     return res
 
 
+def _check_protocol(res: _Resolution) -> None:
+    """Both URLs must suit the protocol; tcp:// is taken only when written out."""
+    protocol = res.values.get("fluentd_protocol") or "auto"
+    schemes = {}
+    for name in ("fluentd_url", "fluentd_session_url"):
+        url = res.values.get(name)
+        if isinstance(url, str):
+            schemes[name] = urllib.parse.urlsplit(url).scheme
+    forward = {name for name, scheme in schemes.items() if scheme in ("tls", "tcp")}
+    if protocol == "auto" and forward and len(forward) != len(schemes):
+        res.add(
+            sorted(set(schemes) - forward)[0],
+            "is an in_http URL while the other Fluentd URL is tls:// or tcp:// (in_forward)",
+            "send both to the same kind of receiver: tls://host:24224/tag for both, "
+            "or https:// for both",
+        )
+    elif protocol == "http" and forward:
+        res.add(
+            sorted(forward)[0],
+            "is a tls:// or tcp:// URL, but the Fluentd protocol is http",
+            "give an https:// URL, or set the protocol to forward",
+        )
+    elif protocol == "forward":
+        for name, scheme in schemes.items():
+            if scheme == "http":
+                res.add(
+                    name,
+                    "is http://, but the Fluentd protocol is forward",
+                    "write tls://host:port/tag (or tcp:// to choose no encryption)",
+                )
+    for name, scheme in schemes.items():
+        if scheme == "tcp":
+            res.warn(
+                name,
+                "tcp:// sends events to in_forward unencrypted and without client "
+                "certificates; use tls:// for mutual TLS",
+            )
+
+
 def _cross_check(res: _Resolution) -> None:
     values = res.values
 
@@ -1123,6 +1193,8 @@ def _cross_check(res: _Resolution) -> None:
                 "http:// sends events unencrypted and without client certificates; "
                 "use https:// for mutual TLS",
             )
+
+    _check_protocol(res)
 
     cert, key = given("fluentd_cert"), given("fluentd_key")
     if cert != key:

@@ -32,6 +32,7 @@ OPTIONAL_KEYS = (
     "flush_interval",
     "buffer_type",
     "buffer_dir",
+    "forward_port",
 )
 _TEMPLATE = "fluent.conf.j2"
 
@@ -63,6 +64,17 @@ def _check(fluent_conf: Mapping[str, object]) -> None:
     if isinstance(port, bool) or not str(port).isdigit() or not 0 <= int(str(port)) < 65536:
         raise FluentConfError(
             f"fluent_conf.port {port!r}: give a TCP port, 1-65535 (0: any free port)"
+        )
+    forward_port = fluent_conf.get("forward_port")
+    if forward_port not in (None, "") and (
+        isinstance(forward_port, bool)
+        or not str(forward_port).isdigit()
+        or not 0 < int(str(forward_port)) < 65536
+        or str(forward_port) == str(port)
+    ):
+        raise FluentConfError(
+            f"fluent_conf.forward_port {forward_port!r}: give a TCP port, 1-65535, other "
+            "than port (in_http's), or leave it unset for no in_forward"
         )
     for key, value in fluent_conf.items():
         if "\n" in str(value) or "\r" in str(value):

@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from . import __version__
 from .backoff import Backoff, Shutdown
@@ -37,8 +37,10 @@ __all__ = [
     "FluentdClient",
     "RejectedHandler",
     "ShutdownRequested",
+    "Sink",
     "SinkError",
     "build_client_context",
+    "raise_if_fatal_tls",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,21 @@ _NOT_TLS = {
 
 # The start-up check gives up after this long: a slow receiver only warns.
 CHECK_TIMEOUT = 5.0
+
+
+class Sink(Protocol):
+    """What the pipeline and the session exporter need of a Fluentd client.
+
+    ``FluentdClient`` (in_http) and ``forward.ForwardClient`` (in_forward) both
+    offer it, with the same guarantees: ``deliver`` returns once every event
+    was acknowledged or handed to the dead-letter handler.
+    """
+
+    def deliver(self, url: str, events: Sequence[bytes], *, as_array: bool) -> None: ...
+
+    def check(self, url: str) -> str | None: ...
+
+    def close(self) -> None: ...
 
 
 class SinkError(Exception):
@@ -142,6 +159,72 @@ def build_client_context(ca: str | None, cert: str | None, key: str | None) -> s
                 fix = f"not a PEM certificate and private key ({exc.reason})"
             raise SinkError(f"{where}: {fix}") from exc
     return context
+
+
+def raise_if_fatal_tls(
+    exc: BaseException,
+    *,
+    url: str,
+    host: str,
+    ca: str | None,
+    has_client_cert: bool,
+    plain_url: str,
+) -> None:
+    """Raise SinkError for a TLS failure that retrying cannot fix; return otherwise.
+
+    Shared by the HTTP and Forward clients: both build their context with
+    ``build_client_context`` and meet the same handshake alerts.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        trust = f"--fluentd-ca {ca}" if ca else "the system trust store"
+        raise SinkError(
+            f"Fluentd at {url} presented a certificate that does not verify "
+            f"({exc.verify_message}): the certificate must be signed by the CA in {trust} "
+            f"and name {host!r} in its subject alternative names; fix --fluentd-ca "
+            "or the URL's host"
+        ) from exc
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason == _HANDSHAKE_FAILURE:
+            if not has_client_cert:
+                fix = (
+                    "it requires a client certificate (Fluentd's <transport tls> "
+                    "client_cert_auth): give --fluentd-cert and --fluentd-key "
+                    "([forward.fluentd] cert, key) signed by the CA in its ca_path"
+                )
+            else:
+                fix = (
+                    "check that --fluentd-cert/--fluentd-key ([forward.fluentd] cert, key) "
+                    "are signed by the CA in Fluentd's <transport tls> ca_path and that "
+                    "its version/min_version/max_version allow TLS 1.2"
+                )
+            raise SinkError(
+                f"Fluentd at {url} refused the TLS handshake ({reason}): {fix}"
+            ) from exc
+        if reason in _NO_COMMON_VERSION:
+            raise SinkError(
+                f"Fluentd at {url} speaks no TLS version this client does ({reason}): "
+                "set Fluentd's <transport tls> version to TLSv1_2 (its default) or TLSv1_3"
+            ) from exc
+        if reason in _CLIENT_CERT_REFUSED:
+            if not has_client_cert:
+                fix = (
+                    "it requires one: give --fluentd-cert and --fluentd-key "
+                    "([forward.fluentd] cert, key) signed by the CA in its ca_path"
+                )
+            else:
+                fix = (
+                    "give --fluentd-cert/--fluentd-key signed by the CA in Fluentd's "
+                    "<transport tls> ca_path"
+                )
+            raise SinkError(
+                f"Fluentd at {url} refused the client certificate ({reason}): {fix}"
+            ) from exc
+        if reason in _NOT_TLS:
+            raise SinkError(
+                f"Fluentd at {url} does not speak TLS ({reason}): enable "
+                f"<transport tls> in its <source> or use {plain_url}"
+            ) from exc
 
 
 class _Target(NamedTuple):
@@ -411,56 +494,14 @@ class FluentdClient:
             self._slots.release()
 
     def _raise_if_fatal(self, target: _Target, exc: BaseException) -> None:
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            trust = f"--fluentd-ca {self.ca}" if self.ca else "the system trust store"
-            raise SinkError(
-                f"Fluentd at {target.url} presented a certificate that does not verify "
-                f"({exc.verify_message}): the certificate must be signed by the CA in {trust} "
-                f"and name {target.host!r} in its subject alternative names; fix --fluentd-ca "
-                "or the URL's host"
-            ) from exc
-        if isinstance(exc, ssl.SSLError):
-            reason = exc.reason or ""
-            if reason == _HANDSHAKE_FAILURE:
-                if not self._has_client_cert:
-                    fix = (
-                        "it requires a client certificate (Fluentd's <transport tls> "
-                        "client_cert_auth): give --fluentd-cert and --fluentd-key "
-                        "([forward.fluentd] cert, key) signed by the CA in its ca_path"
-                    )
-                else:
-                    fix = (
-                        "check that --fluentd-cert/--fluentd-key ([forward.fluentd] cert, key) "
-                        "are signed by the CA in Fluentd's <transport tls> ca_path and that "
-                        "its version/min_version/max_version allow TLS 1.2"
-                    )
-                raise SinkError(
-                    f"Fluentd at {target.url} refused the TLS handshake ({reason}): {fix}"
-                ) from exc
-            if reason in _NO_COMMON_VERSION:
-                raise SinkError(
-                    f"Fluentd at {target.url} speaks no TLS version this client does ({reason}): "
-                    "set Fluentd's <transport tls> version to TLSv1_2 (its default) or TLSv1_3"
-                ) from exc
-            if reason in _CLIENT_CERT_REFUSED:
-                if not self._has_client_cert:
-                    fix = (
-                        "it requires one: give --fluentd-cert and --fluentd-key "
-                        "([forward.fluentd] cert, key) signed by the CA in its ca_path"
-                    )
-                else:
-                    fix = (
-                        "give --fluentd-cert/--fluentd-key signed by the CA in Fluentd's "
-                        "<transport tls> ca_path"
-                    )
-                raise SinkError(
-                    f"Fluentd at {target.url} refused the client certificate ({reason}): {fix}"
-                ) from exc
-            if reason in _NOT_TLS:
-                raise SinkError(
-                    f"Fluentd at {target.url} does not speak TLS ({reason}): enable "
-                    "<transport tls> in its <source> or use an http:// URL"
-                ) from exc
+        raise_if_fatal_tls(
+            exc,
+            url=target.url,
+            host=target.host,
+            ca=self.ca,
+            has_client_cert=self._has_client_cert,
+            plain_url="an http:// URL",
+        )
 
     # --- connections --------------------------------------------------------------
 

@@ -41,6 +41,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "fluentd-batch-size": ("500", "500", 500),
     "fluentd-array": ("false", "false", False),
     "fluentd-timeout": ("1m30s", '"1m30s"', 90.0),
+    "fluentd-protocol": ("forward", '"forward"', "forward"),
     "teleport-addr": ("tele.example.com:443", '"tele.example.com:443"', None),
     "teleport-identity": ("/id/identity", '"/id/identity"', None),
     "teleport-refresh-enabled": ("true", "true", True),

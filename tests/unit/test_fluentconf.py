@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from teleport_event_handler import fluentconf
@@ -66,6 +67,36 @@ def test_defaults() -> None:
     assert not config.warnings or all("Oj" in w for w in config.warnings), config.warnings
 
 
+def test_forward_source_only_when_forward_port_is_set() -> None:
+    plain = render_fluent_conf(VALUES)
+    assert "@type forward" not in plain
+    assert render_fluent_conf({**VALUES, "forward_port": ""}) == plain
+    head = subprocess.run(
+        ["git", "show", "HEAD:roles/event_handler/templates/fluent.conf.j2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if head.returncode == 0 and "forward_port" not in head.stdout:
+        # Without forward_port, the output is byte for byte what it was before the key.
+        environment = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True
+        )
+        assert environment.from_string(head.stdout).render(fluent_conf=VALUES) == plain
+    text = render_fluent_conf({**VALUES, "forward_port": 24224})
+    config = build_config(text)
+    assert config.forward is not None and config.forward.port == 24224
+    assert config.forward.bind == "0.0.0.0"
+    assert config.forward.tls is not None and config.forward.tls.client_cert_auth
+    assert config.forward.tls.private_key_passphrase == "secret"
+    assert config.source.port == 8888
+    assert (
+        text.replace(text[text.index("\n<source>\n  @type forward") : text.index("\n<match")], "")
+        == plain
+    )
+    assert not config.warnings or all("Oj" in w for w in config.warnings), config.warnings
+
+
 def test_memory_buffers_have_no_path() -> None:
     text = render_fluent_conf({**VALUES, "buffer_type": "memory", "flush_interval": "2s"})
     assert "@type memory" in text and "/buffer/" not in text
@@ -82,6 +113,9 @@ def test_memory_buffers_have_no_path() -> None:
         ({"colour": "blue"}, "unknown key"),
         ({"private_key_passphrase": "a\nb"}, "cannot span lines"),
         ({"buffer_type": "s3"}, "give file or memory"),
+        ({"forward_port": 0}, "forward_port 0: give a TCP port"),
+        ({"forward_port": 8888}, "other than port"),
+        ({"forward_port": "x"}, "forward_port 'x'"),
     ],
 )
 def test_bad_values_name_the_key(change: dict[str, object], message: str) -> None:

@@ -136,7 +136,8 @@ def test_values_quotes_units_and_deprecated_type() -> None:
             "f.conf:3: </match> closes <source> opened at line 1",
         ),
         ("<source>\n  port 1\n</source>\n", "f.conf:1: <source> has no @type: add '@type http'"),
-        ("<source>\n  @type forward\n</source>\n", "@type forward is not served by the sandbox"),
+        ("<source>\n  @type tail\n</source>\n", "@type tail is not served by the sandbox"),
+        ("<source>\n  @type forward\n</source>\n", "in_forward next to an in_http <source>"),
         ("<source>\n  @type http\n  port 70000\n</source>\n", "f.conf:3: port 70000 is out of"),
         ("<source>\n  @type http\n  port x\n</source>\n", "f.conf:3: port in <source>"),
         (

@@ -23,6 +23,7 @@ __all__ = [
     "Element",
     "FluentConfig",
     "FormatConfig",
+    "ForwardSourceConfig",
     "MatchConfig",
     "ParseConfig",
     "SourceConfig",
@@ -46,6 +47,8 @@ DEFAULT_KEEPALIVE_TIMEOUT = 10.0
 # it listens on loopback, where Fluentd would take 0.0.0.0. ``bind 0.0.0.0``
 # is honoured when written.
 SANDBOX_DEFAULT_BIND = "127.0.0.1"
+# in_forward's default port (Fluentd v1.16 lib/fluent/plugin/in_forward.rb DEFAULT_LISTEN_PORT).
+DEFAULT_FORWARD_PORT = 24224
 
 
 class ConfigError(Exception):
@@ -119,6 +122,25 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ForwardSourceConfig:
+    """``<source> @type forward`` (in_forward): msgpack messages, acks for ``chunk``.
+
+    ``chunk_size_limit``: a message larger than this is dropped without an
+    ack (in_forward.rb #on_message). ``skip_invalid_event``: entries whose
+    time is not an integer or EventTime, or whose record is not a map, are
+    dropped instead of emitted (#invalid_event?).
+    """
+
+    port: int = DEFAULT_FORWARD_PORT
+    bind: str = SANDBOX_DEFAULT_BIND
+    tls: TlsConfig | None = None
+    chunk_size_limit: int | None = None
+    skip_invalid_event: bool = False
+    deny_keepalive: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class FormatConfig:
     """``<format>`` of an output: "json", "out_file" or "stdout"."""
 
@@ -150,6 +172,7 @@ class FluentConfig:
     source: SourceConfig
     matches: tuple[MatchConfig, ...]
     warnings: tuple[str, ...]
+    forward: ForwardSourceConfig | None = None
 
 
 # --- values ------------------------------------------------------------------
@@ -499,13 +522,50 @@ def _parse_section(element: Element, path: str, warnings: list[str]) -> ParseCon
     return parse
 
 
-def _source(element: Element, path: str, warnings: list[str]) -> SourceConfig:
+def _forward_source(section: _Section, path: str, warnings: list[str]) -> ForwardSourceConfig:
+    element = section.element
+    if "@label" in element.params:
+        raise ConfigError(
+            f"{section.where('@label')}: @label routing is not supported by the sandbox: "
+            "remove @label and route with top-level <match>"
+        )
+    if _children(element, "security"):
+        raise ConfigError(
+            f"{path}:{_children(element, 'security')[0].line}: <security> (the shared-key "
+            "HELO/PING/PONG handshake) is not served by the sandbox: authenticate with "
+            "<transport tls> client_cert_auth true"
+        )
+    port = int(str(section.convert("port", "int", DEFAULT_FORWARD_PORT)))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{section.where('port')}: port {port} is out of range: use 1-65535")
+    transports = _children(element, "transport")
+    if transports[1:]:
+        raise ConfigError(f"{path}:{transports[1].line}: a second <transport> in <source>")
+    limit = section.convert("chunk_size_limit", "size", None)
+    source = ForwardSourceConfig(
+        port=port,
+        bind=section.text("bind", SANDBOX_DEFAULT_BIND) or SANDBOX_DEFAULT_BIND,
+        tls=_tls(transports[0], path, warnings) if transports else None,
+        chunk_size_limit=None if limit is None else int(str(limit)),
+        skip_invalid_event=section.flag("skip_invalid_event", False),
+        deny_keepalive=section.flag("deny_keepalive", False),
+        line=element.line,
+    )
+    section.accept(["linger_timeout", "backlog", "chunk_size_warn_limit", "resolve_hostname"])
+    section.accept(["send_keepalive_packet", "source_address_key", "source_hostname_key"])
+    section.finish(known_sections=("transport",))
+    return source
+
+
+def _source(element: Element, path: str, warnings: list[str]) -> SourceConfig | ForwardSourceConfig:
     section = _Section(element, path, "<source>", warnings)
     kind = section.plugin_type("http")
+    if kind == "forward":
+        return _forward_source(section, path, warnings)
     if kind != "http":
         raise ConfigError(
             f"{section.where('@type')}: <source> @type {kind} is not served by the sandbox "
-            "Fluentd: it serves in_http only; write '@type http'"
+            "Fluentd: it serves in_http and in_forward; write '@type http' or '@type forward'"
         )
     if "@label" in element.params:
         raise ConfigError(
@@ -669,12 +729,17 @@ def build_config(text: str, path: str = "fluent.conf") -> FluentConfig:
     root = parse_config(text, path)
     warnings: list[str] = []
     sources: list[SourceConfig] = []
+    forwards: list[ForwardSourceConfig] = []
     matches: list[MatchConfig] = []
     for key, param in root.params.items():
         warnings.append(f"{path}:{param.line}: top-level parameter '{key}' is not used.")
     for element in root.children:
         if element.name == "source":
-            sources.append(_source(element, path, warnings))
+            source = _source(element, path, warnings)
+            if isinstance(source, ForwardSourceConfig):
+                forwards.append(source)
+            else:
+                sources.append(source)
         elif element.name == "match":
             matches.append(_match(element, path, warnings))
         elif element.name == "system":
@@ -688,13 +753,24 @@ def build_config(text: str, path: str = "fluent.conf") -> FluentConfig:
                 f"{path}:{element.line}: <{element.name}> is not supported by the sandbox: "
                 "use <source>, <match>, <filter> or <system>"
             )
+    if forwards and not sources:
+        raise ConfigError(
+            f"{path}: the sandbox serves in_forward next to an in_http <source> only: add "
+            "'<source>\\n  @type http\\n</source>'"
+        )
     if not sources:
         raise ConfigError(f"{path}: no <source>: add '<source>\\n  @type http\\n</source>'")
     if len(sources) > 1:
         raise ConfigError(
             f"{path}:{sources[1].line}: the sandbox serves one <source>: remove the others"
         )
-    return FluentConfig(path, sources[0], tuple(matches), tuple(warnings))
+    if len(forwards) > 1:
+        raise ConfigError(
+            f"{path}:{forwards[1].line}: the sandbox serves one <source> @type forward: "
+            "remove the others"
+        )
+    forward = forwards[0] if forwards else None
+    return FluentConfig(path, sources[0], tuple(matches), tuple(warnings), forward)
 
 
 # --- tag patterns --------------------------------------------------------------

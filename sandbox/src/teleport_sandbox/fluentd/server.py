@@ -31,7 +31,8 @@ import orjson
 from teleport_event_handler import pki
 
 from .conf import ConfigError, FluentConfig, TagRouter, TlsConfig
-from .records import BadRequest, EmitError, Output, RecordParser, make_output
+from .forward import ForwardListener
+from .records import BadRequest, EmitError, Event, Output, RecordParser, make_output
 
 __all__ = ["Faults", "FluentdServer", "Stats", "build_server_context"]
 
@@ -72,6 +73,9 @@ class Faults:
     requests without storing them. ``latency_ms``: wait before answering.
     ``reply_status``: answer success with this 2xx instead of 200.
     ``reject_array``: answer 400 to JSON array bodies.
+    ``forward_no_ack``: in_forward stores messages but never acks them.
+    ``forward_drop_rate``: in_forward drops this fraction of messages, unstored
+    and unacked. (``refuse`` and ``latency_ms`` apply to in_forward too.)
     """
 
     refuse: bool = False
@@ -80,6 +84,8 @@ class Faults:
     latency_ms: float = 0.0
     reply_status: int | None = None
     reject_array: bool = False
+    forward_no_ack: bool = False
+    forward_drop_rate: float = 0.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str) -> Faults:
@@ -96,6 +102,10 @@ class Faults:
             raise ValueError(f"{source}: status {faults.status}: give an HTTP status 100-599")
         if not 0.0 <= faults.status_rate <= 1.0:
             raise ValueError(f"{source}: status_rate {faults.status_rate}: give 0.0 to 1.0")
+        if not 0.0 <= faults.forward_drop_rate <= 1.0:
+            raise ValueError(
+                f"{source}: forward_drop_rate {faults.forward_drop_rate}: give 0.0 to 1.0"
+            )
         return faults
 
     @classmethod
@@ -113,7 +123,7 @@ class Faults:
 
 def _fault_value(key: str, raw: Any, source: str) -> Any:
     try:
-        if key in ("refuse", "reject_array"):
+        if key in ("refuse", "reject_array", "forward_no_ack"):
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
@@ -338,6 +348,7 @@ class FluentdServer:
         stats_file: str | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         stdout: IO[bytes] | None = None,
+        forward_port: int | None = None,
     ) -> None:
         self.config = config
         source = config.source
@@ -386,6 +397,18 @@ class FluentdServer:
         self._listener.settimeout(_TICK * 4)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
+        self.forward: ForwardListener | None = None
+        if config.forward is not None:
+            forward_tls = config.forward.tls
+            where = f"{config.path}:{config.forward.line}"
+            self.forward = ForwardListener(
+                self,
+                config.forward,
+                build_server_context(forward_tls, where) if forward_tls else None,
+                port=forward_port,
+                bind=bind,
+                where=where,
+            )
         if control_file:
             self._read_control_file()
 
@@ -422,6 +445,8 @@ class FluentdServer:
             thread.start()
             self._threads.append(thread)
         log.info("listening on %s (%s)", self.url(), "TLS" if self._context else "plain HTTP")
+        if self.forward is not None:
+            self.forward.start()
         return self
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -444,6 +469,8 @@ class FluentdServer:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
         self._drop_connections()
+        if self.forward is not None:
+            self.forward.stop()
         with self._connections_lock:
             connection_threads = list(self._connection_threads)
         for thread in connection_threads:
@@ -545,6 +572,27 @@ class FluentdServer:
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+        if self.forward is not None:
+            self.forward.drop_connections()
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    def emit(self, tag: str, events: list[Event]) -> bool:
+        """Route ``events`` to the output matching ``tag`` (in_forward's path); True if matched.
+
+        An output that cannot store them raises EmitError.
+        """
+        index = self._router.route(tag)
+        if index is None:
+            if events and tag not in self._unmatched_logged:
+                self._unmatched_logged.add(tag)
+                log.warning('no patterns matched tag="%s"', tag)
+            return False
+        if events:
+            self._outputs[index].emit(tag, events)
+        return True
 
     # --- one connection -----------------------------------------------------------
 
