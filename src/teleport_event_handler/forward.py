@@ -255,6 +255,15 @@ class ForwardClient:
             self._raise_if_fatal(target, exc)
             return f"Fluentd in_forward at {target.url} is not reachable yet ({_reason(exc)})"
         conn.close(graceful=True)
+        log.info(
+            "sending to Fluentd's in_forward at %s (Forward protocol, %s)",
+            target.url,
+            "mutual TLS"
+            if target.tls and self._has_client_cert
+            else "TLS"
+            if target.tls
+            else "unencrypted",
+        )
         return None
 
     def close(self) -> None:

@@ -65,6 +65,7 @@ def fluent_conf_values(
     out_dir: str,
     buffer_dir: str | None = None,
     flush_interval: str | None = None,
+    forward_port: int | None = None,
 ) -> dict[str, object]:
     """The template's ``fluent_conf`` dict for a local stack (loopback only)."""
     values: dict[str, object] = {
@@ -82,6 +83,8 @@ def fluent_conf_values(
         values["buffer_dir"] = buffer_dir
     if flush_interval:
         values["flush_interval"] = flush_interval
+    if forward_port:
+        values["forward_port"] = forward_port
     return values
 
 
@@ -216,6 +219,10 @@ class Stack:
     teleport_addr: str = ""
     fluentd_port: int = 0
     material: FluentdMaterial | None = None
+    # forward: Fluentd also serves in_forward (on forward_port, picked when 0) and
+    # handler_toml points the handler at it with tls:// URLs.
+    forward: bool = False
+    forward_port: int = 0
     _teleport: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _fluentd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     proxy_addr: str = ""
@@ -383,10 +390,18 @@ class Stack:
             self.out_dir,
             buffer_dir=self.buffer_dir,
             flush_interval=REAL_FLUSH_INTERVAL if self.fluentd == "real" else None,
+            forward_port=self._forward_port(),
         )
         with open(path, "w") as handle:
             handle.write(render_fluent_conf(values))
         return path
+
+    def _forward_port(self) -> int | None:
+        if not self.forward:
+            return None
+        if not self.forward_port:
+            self.forward_port = _free_port()
+        return self.forward_port
 
     def start_fluentd(self, extra: Sequence[str] = ()) -> int:
         if self.fluentd not in FLUENTD_KINDS:
@@ -495,6 +510,9 @@ class Stack:
             "url": f"https://localhost:{self.fluentd_port}/test.log",
             "session-url": f"https://localhost:{self.fluentd_port}/session",
         }
+        if self.forward:
+            fluentd["url"] = f"tls://localhost:{self.forward_port}/test.log"
+            fluentd["session-url"] = f"tls://localhost:{self.forward_port}/session"
         teleport: dict[str, Any] = {"addr": self.teleport_addr, "identity": self.identity}
         for key, value in overrides.items():
             section, _, name = key.rpartition("__")
