@@ -13,7 +13,10 @@ wire form), legacy pages of 500 (the sandbox TOML's ``batch``) and of 20 (the
 Go template's), with and without 25 ms of added receiver latency (the latency
 of Teleport issue #56268). ``--fluentd real`` sends to a real Fluentd 1.16
 with the project's fluent.conf instead (a real deployment's figures; the
-latency scenarios need the sandbox's faults and are skipped).
+latency scenarios need the sandbox's faults and are skipped). The
+"forward" scenarios send over Fluentd's Forward protocol (in_forward,
+PackedForward batches with acks, mutual TLS) instead of in_http; ``--only
+arrays`` runs them next to the HTTP array scenarios in one run.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Scenario:
     latency_ms: int = 0
     max_connections: int | None = None
     page_size: int | None = None
+    forward: bool = False
 
 
 SCENARIOS = [
@@ -45,6 +49,8 @@ SCENARIOS = [
     Scenario("legacy, pages of 20 (Go template)", "legacy", True, page_size=20),
     Scenario("bulk, one event per request", "bulk", False),
     Scenario("legacy, one event per request", "legacy", False),
+    Scenario("bulk, forward, arrays of 200", "bulk", True, forward=True),
+    Scenario("legacy, forward, arrays of 200", "legacy", True, forward=True),
     Scenario("bulk, arrays, +25 ms latency", "bulk", True, 25),
     Scenario("bulk, one per request, +25 ms latency", "bulk", False, 25),
 ]
@@ -52,7 +58,9 @@ SCENARIOS = [
 
 def run(template: str, work: str, scenario: Scenario, fluentd: str) -> tuple[int, float, int]:
     root = os.path.join(work, scenario.name.replace(" ", "_").replace(",", ""))
-    stack = Stack.copy_of(template, root, mode=scenario.mode, fluentd=fluentd)
+    stack = Stack.copy_of(
+        template, root, mode=scenario.mode, fluentd=fluentd, forward=scenario.forward
+    )
     fluentd_args = [f"--fault=latency_ms={scenario.latency_ms}"] if scenario.latency_ms else []
     stack.fluentd_args = fluentd_args
     stack.start_teleport()
