@@ -591,8 +591,8 @@ def _to_url(value: Any, opt: Option) -> str:
     )
     if parts.scheme not in ("https", "http", "tls", "tcp"):
         raise _Invalid(
-            f"{text!r} is not an https:// URL (nor tls:// for in_forward)",
-            f"write a URL such as {example}",
+            f"{text!r} is not an https:// URL",
+            f"write a URL such as {example} (or tls://host:24224/<tag> for Fluentd's in_forward)",
         )
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
