@@ -88,10 +88,15 @@ class DeadLetters:
             finally:
                 os.close(fd)
             self.count += 1
+        # Status 0: the Forward client could not encode the event (see forward.py).
+        why = (
+            f"Fluentd refused an event with HTTP {status}"
+            if status
+            else "an event cannot be sent over the Forward protocol"
+        )
         log.error(
-            "Fluentd refused an event with HTTP %d; kept it in %s (fix the receiver, then "
-            "re-post the 'event' values from that file)",
-            status,
+            "%s; kept it in %s (fix the receiver, then re-post the 'event' values from that file)",
+            why,
             self.path,
         )
 

@@ -316,3 +316,17 @@ def test_tcp_is_taken_with_a_warning() -> None:
     )
     assert config.uses_forward
     assert any("unencrypted" in w for w in config.warnings)
+
+
+def test_dead_letters_say_forward_for_status_0(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from teleport_event_handler.app import DeadLetters
+
+    dead = DeadLetters(str(tmp_path))
+    with caplog.at_level("ERROR"):
+        dead("tls://f:24224/test.log", b"[1]", 0, b"cannot be sent: not an object")
+    assert "cannot be sent over the Forward protocol" in caplog.text
+    assert "HTTP" not in caplog.text
+    line = orjson.loads((tmp_path / "dead-letter.jsonl").read_bytes())
+    assert line["status"] == 0 and line["event"] == "[1]"
