@@ -223,3 +223,26 @@ def test_dropped_and_unacked_chunks_are_resent_until_acked(faulty_forward_stack:
     counts = stack.received_by_uid("audit")
     assert set(counts) == stack.teleport_uids()
     assert "no ack within 1s" in stack.handler_log()
+
+
+def test_kill_9_of_fluentd_mid_export_loses_nothing(forward_stack: Stack) -> None:
+    """What in_forward acked sits in its file buffer, which a restarted Fluentd resumes;
+    what it did not ack the forwarder sends again on a new connection."""
+    stack = forward_stack
+    proc = stack.start_handler(_toml(stack), "--exit-on-last-event")
+    total = len(stack.teleport_uids())
+    stack.wait_until(
+        proc,
+        lambda: stack.output_bytes() + _buffered_bytes(stack) > 0.3 * total * 500,
+        "a third of the events at Fluentd",
+    )
+    assert stack._fluentd is not None
+    stack._fluentd.kill()
+    stack._fluentd.wait(30)
+    time.sleep(1.0)
+    stack.start_fluentd()
+    assert proc.wait(RUN_TIMEOUT) == 0, f"handler failed, see {stack.root}/handler.log"
+    counts = stack.received_by_uid("audit")
+    missing = stack.teleport_uids() - set(counts)
+    assert not missing, f"{len(missing)} events lost"
+    assert "Failed to send" in stack.handler_log(), "the kill came after the export"
