@@ -104,7 +104,7 @@ def test_every_forwarder_setting_is_a_role_variable(defaults: dict[str, Any]) ->
 
 # Role variables whose empty default leaves the key out of the TOML, so the
 # forwarder's own default applies (and follows the forwarder's upgrades).
-LEFT_OUT_WHEN_EMPTY = {"teleport-api-version", "teleport-dial"}
+LEFT_OUT_WHEN_EMPTY = {"teleport-api-version", "teleport-dial", "fluentd-protocol"}
 
 
 def _same(forwarder: Any, role: Any, kind: str) -> bool:
