@@ -4,7 +4,8 @@ Layout follows the Go plugin: ``<storage>/<host>_<port>/``, so pointing the
 forwarder at another Auth address starts a fresh export, and dry runs get a
 separate directory of their own. Inside it, ``state.sqlite3`` holds:
 
-* ``kv``: the start time and the legacy engine's (window, cursor, last id);
+* ``kv``: the start time and the legacy engine's (window, cursor, last id),
+  and where the Go plugin's state was taken over from (``gostate.py``);
 * ``dates``: the days the bulk engine has reached;
 * ``chunks``: per (day, chunk) the cursor after the last acknowledged event,
   and whether the chunk is complete;
@@ -55,6 +56,8 @@ START_TIME = "start_time"
 LEGACY_WINDOW = "legacy.window_time"
 LEGACY_CURSOR = "legacy.cursor"
 LEGACY_ID = "legacy.id"
+# Where the Go plugin's state was imported from (written with the import, see gostate.py).
+TAKEN_OVER_FROM = "taken_over_from"
 
 
 class StateError(Exception):
@@ -280,6 +283,60 @@ class State:
                     "UPDATE sessions SET status = ?, attempts = ?, retry_at = ? WHERE sid = ?",
                     (status, attempts, retry_at, sid),
                 )
+
+    # -- taking over another exporter's state ------------------------------------------
+
+    def is_new(self) -> bool:
+        """No export ran on this database yet: no start time, nothing taken over."""
+        return self.get(START_TIME) is None and self.get(TAKEN_OVER_FROM) is None
+
+    def take_over(
+        self,
+        source: str,
+        start_time: datetime.datetime | None,
+        legacy: LegacyCursor | None,
+        dates: Iterable[str],
+        chunks: Iterable[ChunkCursor],
+        sessions: Iterable[SessionRow],
+    ) -> None:
+        """Write another exporter's progress into a new database, in one transaction.
+
+        ``source`` is recorded with it, so a crash before the commit leaves the
+        database new (the import runs again) and after it never imports twice.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                kv = [(TAKEN_OVER_FROM, source)]
+                if start_time is not None:
+                    kv.append((START_TIME, _iso(start_time)))
+                if legacy is not None:
+                    kv += [
+                        (LEGACY_WINDOW, legacy.window_start.isoformat()),
+                        (LEGACY_CURSOR, legacy.cursor),
+                        (LEGACY_ID, legacy.last_id),
+                    ]
+                self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", kv)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO dates (date) VALUES (?)", ((d,) for d in dates)
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO chunks (date, chunk, cursor, done) VALUES (?, ?, ?, ?)",
+                    ((c.date, c.chunk, c.cursor, int(c.done)) for c in chunks),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO sessions "
+                    "(sid, next_index, status, attempts, retry_at, upload_time) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (s.sid, s.next_index, s.status, s.attempts, s.retry_at, s.upload_time)
+                        for s in sessions
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     # -- commits -------------------------------------------------------------------
 
