@@ -25,6 +25,7 @@ from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.config import Config
 from teleport_event_handler.events import TypeFilter
 from teleport_event_handler.forward import ForwardClient
+from teleport_event_handler.gostate import take_over
 from teleport_event_handler.locks import AutoLocker
 from teleport_event_handler.pipeline import Pipeline, PipelineFailed
 from teleport_event_handler.sessions import SessionExporter
@@ -203,6 +204,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
 
     directory = state_dir(config.storage, config.teleport_addr, config.dry_run)
     state = State(directory)
+    take_over(state)  # the Go plugin's state, on the first start in its directory
     start_time = state.settle_start_time(config.start_time, utcnow())
     log.info("state in %s; exporting events from %s", directory, start_time.isoformat())
 
