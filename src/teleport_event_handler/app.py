@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import cast
 
@@ -27,7 +28,10 @@ from teleport_event_handler.events import TypeFilter
 from teleport_event_handler.forward import ForwardClient
 from teleport_event_handler.gostate import take_over
 from teleport_event_handler.locks import AutoLocker
+from teleport_event_handler.monitor import Monitor, MonitorError, TimedSink
+from teleport_event_handler.notify import Notifier
 from teleport_event_handler.pipeline import Pipeline, PipelineFailed
+from teleport_event_handler.protos.teleport.auditlog.v1.auditlog_pb2 import EventUnstructured
 from teleport_event_handler.sessions import SessionExporter
 from teleport_event_handler.sink import FluentdClient, SinkError
 from teleport_event_handler.source import (
@@ -66,10 +70,11 @@ class DeadLetters:
     written and fsynced before the event's cursor is committed.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, on_kept: Callable[[bytes], None] | None = None) -> None:
         self.path = os.path.join(directory, "dead-letter.jsonl")
         self._lock = threading.Lock()
         self.count = 0
+        self._on_kept = on_kept
 
     def __call__(self, url: str, event: bytes, status: int, response: bytes) -> None:
         line = orjson.dumps(
@@ -89,6 +94,8 @@ class DeadLetters:
             finally:
                 os.close(fd)
             self.count += 1
+        if self._on_kept is not None:
+            self._on_kept(event)
         # Status 0: the Forward client could not encode the event (see forward.py).
         why = (
             f"Fluentd refused an event with HTTP {status}"
@@ -123,8 +130,13 @@ def _install_signals(shutdown: Shutdown) -> None:
         log.info("received %s: finishing in-flight requests", signal.Signals(signum).name)
         shutdown.request()
 
+    def on_early_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # Replaced once Teleport is dialed; until then the credentials are read anyway.
+        log.info("received SIGHUP before connecting to Teleport: nothing to reload yet")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_early_hangup)
 
 
 def _progress(pipeline: Pipeline, shutdown: Shutdown) -> None:
@@ -155,11 +167,15 @@ def run(config: Config, shutdown: Shutdown | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         _install_signals(shutdown)
     log.info("teleport-event-handler %s starting", __version__)
+    notifier = Notifier(os.environ)
     try:
-        return _run(config, shutdown)
-    except (TeleportError, StateError, SinkError, PipelineFailed) as exc:
+        return _run(config, shutdown, notifier)
+    except (TeleportError, StateError, SinkError, PipelineFailed, MonitorError) as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        notifier.stopping()
+        notifier.close()
 
 
 def _teleport_client(config: Config, creds: Credentials) -> TeleportClient:
@@ -198,7 +214,7 @@ def _not_yet(config: Config) -> None:
         log.info("lock-enabled is set, but a dry run makes no locks (as the Go plugin)")
 
 
-def _run(config: Config, shutdown: Shutdown) -> int:
+def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
     _not_yet(config)
     creds = load_credentials(config)
 
@@ -208,22 +224,32 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     start_time = state.settle_start_time(config.start_time, utcnow())
     log.info("state in %s; exporting events from %s", directory, start_time.isoformat())
 
-    dead_letters = DeadLetters(directory)
-    sink_class = ForwardClient if config.uses_forward else FluentdClient
-    # Pipeline and SessionExporter annotate FluentdClient; they need only the Sink protocol.
-    sink = cast(
-        FluentdClient,
-        sink_class(
-            ca=config.fluentd_ca,
-            cert=config.fluentd_cert,
-            key=config.fluentd_key,
-            max_connections=config.fluentd_max_connections,
-            timeout=config.fluentd_timeout,
-            shutdown=shutdown,
-            on_rejected=dead_letters,
-            dry_run=config.dry_run,
-        ),
+    type_filter = TypeFilter(config.types, config.skip_event_types)
+    dead_letter_path = os.path.join(directory, "dead-letter.jsonl")
+    monitor = Monitor(
+        state=state,
+        type_filter=type_filter,
+        stuck_after=config.stuck_after,
+        dead_letter_path=dead_letter_path,
+        notifier=notifier,
     )
+    dead_letters = DeadLetters(directory, monitor.on_dead_letter)
+    sink_class = ForwardClient if config.uses_forward else FluentdClient
+    raw_sink = sink_class(
+        ca=config.fluentd_ca,
+        cert=config.fluentd_cert,
+        key=config.fluentd_key,
+        max_connections=config.fluentd_max_connections,
+        timeout=config.fluentd_timeout,
+        shutdown=shutdown,
+        on_rejected=dead_letters,
+        dry_run=config.dry_run,
+    )
+    # Pipeline and SessionExporter annotate FluentdClient; they need only the Sink protocol.
+    sink = cast(FluentdClient, TimedSink(raw_sink, monitor.send_seconds))
+    monitor.wiring.sink = raw_sink
+    if config.metrics_addr:
+        monitor.serve(config.metrics_addr)
     unreachable = sink.check(config.fluentd_url)
     if unreachable:
         log.warning("%s; events will wait until it answers", unreachable)
@@ -231,6 +257,11 @@ def _run(config: Config, shutdown: Shutdown) -> int:
     threading.Thread(
         target=_cancel_calls_on_shutdown, args=(client, shutdown), name="cancel", daemon=True
     ).start()
+    monitor.wiring.prober = client
+    monitor.wiring.identity_expires = lambda: client.creds.not_after.timestamp()
+    # Started: the state, the Fluentd client and the Teleport channel exist. Waiting
+    # for Teleport or Fluentd to answer is the export's business, not start-up's.
+    notifier.ready(f"connecting to Teleport at {config.teleport_addr}")
     pipeline = Pipeline(
         sink=sink,
         url=config.fluentd_url,
@@ -250,7 +281,6 @@ def _run(config: Config, shutdown: Shutdown) -> int:
             config.teleport_addr,
             creds.user,
         )
-        type_filter = TypeFilter(config.types, config.skip_event_types)
         pipeline.start()
         sessions = SessionExporter(
             client=client,
@@ -264,7 +294,9 @@ def _run(config: Config, shutdown: Shutdown) -> int:
             as_array=config.fluentd_array,
         )
         sessions.start()
-        observers = []
+        monitor.wiring.pipeline = pipeline
+        monitor.wiring.sessions = sessions
+        observers: list[Callable[[EventUnstructured, str], None]] = [monitor.observe]
         if config.lock_enabled and not config.dry_run:
             locker = AutoLocker(
                 client=client,
@@ -283,7 +315,11 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         threading.Thread(
             target=_progress, args=(pipeline, shutdown), name="progress", daemon=True
         ).start()
-        if probe_bulk(client, shutdown):
+        bulk = probe_bulk(client, shutdown)
+        monitor.wiring.engine = "bulk" if bulk else "legacy"
+        monitor.wiring.poll_interval = BULK_POLL_INTERVAL if bulk else config.timeout
+        monitor.start(shutdown)
+        if bulk:
             log.info("the cluster serves bulk export: using the per-day chunk engine")
             engine: Engine = BulkEngine(
                 client=client,
@@ -340,6 +376,7 @@ def _run(config: Config, shutdown: Shutdown) -> int:
         pipeline.join(SHUTDOWN_GRACE)
         if sessions is not None:
             sessions.join(SHUTDOWN_GRACE)
+        monitor.close()
         state.close()
     log.info(
         "stopped: %d events sent and committed, %d session recordings exported%s",

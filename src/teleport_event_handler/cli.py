@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -55,7 +56,7 @@ def _run_version(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _run_start(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = config.config_from_args(vars(args), environ)
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, settings.log_format)
     _log_notices(settings)
     # Imported here so that the other commands work without the app's dependencies loaded.
     app = importlib.import_module("teleport_event_handler.app")
@@ -131,6 +132,17 @@ def _run_configure(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    status = importlib.import_module("teleport_event_handler.status")
+    status.add_status_arguments(parser)
+
+
+def _run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    status = importlib.import_module("teleport_event_handler.status")
+    run: Runner = status.run_status
+    return run(args, environ)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("version", "Print the version", _no_arguments, _run_version),
     Command(
@@ -146,6 +158,13 @@ COMMANDS: tuple[Command, ...] = (
         "Check a config file and the files it names; exit 1 on problems",
         _add_check_config_arguments,
         _run_check_config,
+    ),
+    Command(
+        "status",
+        "Show where the export stands (cursors, lag, stalls, sessions, identity, dead "
+        "letters); safe while the handler runs",
+        _add_status_arguments,
+        _run_status,
     ),
 )
 
@@ -168,15 +187,40 @@ def build_parser() -> config.ArgumentParser:
     return parser
 
 
-def configure_logging(debug: bool) -> None:
-    """Text logs to stderr, as the Go plugin writes them; debug level with -d."""
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any extra fields."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                out[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(debug: bool, log_format: str = "text") -> None:
+    """Logs to stderr: text lines as the Go plugin writes them, or JSON; debug with -d."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")
-    )
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+            )
+        )
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 

@@ -62,6 +62,7 @@ TELEPORT_MAX_PAGE_LIMIT = 10000
 DIAL_MODES = ("auto", "auth", "proxy")
 # How events reach Fluentd: "auto" lets the URL scheme decide (tls:// and tcp:// are Forward).
 PROTOCOLS = ("auto", "http", "forward")
+LOG_FORMATS = ("text", "json")
 
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
@@ -166,6 +167,10 @@ class Config:
     lock_failed_attempts_count: int = 3
     lock_period: float = 60.0
     lock_for: float = 0.0
+    # observability
+    metrics_addr: str | None = None
+    log_format: str = "text"
+    stuck_after: float = 300.0
     # What loading noticed; the CLI logs them once logging is set up.
     warnings: tuple[str, ...] = field(default=(), compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -269,6 +274,7 @@ _FLUENTD = "Fluentd ([forward.fluentd] in the config file)"
 _TELEPORT = "Teleport ([teleport] in the config file)"
 _INGEST = "ingest (top level in the config file)"
 _LOCK = "auto-lock on failed logins (top level in the config file)"
+_OBSERVE = "observability (top level in the config file)"
 
 OPTIONS: tuple[Option, ...] = (
     Option("debug", "bool", ("FDFWD_DEBUG",), "log at debug level", "global"),
@@ -537,6 +543,33 @@ OPTIONS: tuple[Option, ...] = (
         "how long a lock lasts; 0 means it never expires",
         _LOCK,
     ),
+    # observability
+    Option(
+        "metrics-addr",
+        "str",
+        ("FDFWD_METRICS_ADDR",),
+        "serve Prometheus metrics at http://HOST:PORT/metrics (off when empty)",
+        _OBSERVE,
+        ours=True,
+    ),
+    Option(
+        "log-format",
+        "str",
+        ("FDFWD_LOG_FORMAT",),
+        "'text' (the Go plugin's lines) or 'json' (one object per line)",
+        _OBSERVE,
+        ours=True,
+    ),
+    Option(
+        "stuck-after",
+        "duration",
+        ("FDFWD_STUCK_AFTER",),
+        "warn (and set the stuck metric) when nothing was exported for this long "
+        "while Teleport holds newer events",
+        _OBSERVE,
+        minimum=0,
+        ours=True,
+    ),
 )
 
 _BY_FIELD = {opt.field: opt for opt in OPTIONS}
@@ -738,9 +771,38 @@ def _to_protocol(value: Any) -> str:
     return text
 
 
+def _to_log_format(value: Any) -> str:
+    text = _need_str(value, '"json"').strip().lower()
+    if text not in LOG_FORMATS:
+        raise _Invalid(f"{text!r} is not a log format", "write text or json")
+    return text
+
+
+def _to_listen_addr(value: Any) -> str | None:
+    """Where /metrics listens: HOST:PORT (an empty value turns it off)."""
+    text = _need_str(value, '"127.0.0.1:9464"').strip()
+    if not text:
+        return None
+    fix = "write HOST:PORT, e.g. 127.0.0.1:9464 (an empty value turns metrics off)"
+    if "://" in text or "/" in text:
+        raise _Invalid(f"{text!r} is not HOST:PORT", fix)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise _Invalid(f"{text!r} has no port", fix)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise _Invalid(f"{text!r}: an IPv6 address needs brackets", "write [address]:port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid(f"{text!r}: port {port!r} is not a number from 1 to 65535", fix)
+    return text
+
+
 def _convert(opt: Option, value: Any) -> Any:
     if opt.field == "fluentd_protocol":
         return _to_protocol(value)
+    if opt.field == "metrics_addr":
+        return _to_listen_addr(value)
+    if opt.field == "log_format":
+        return _to_log_format(value)
     if opt.field == "teleport_api_version":
         return _to_api_version(value)
     if opt.field == "teleport_dial":

@@ -179,6 +179,12 @@ class SessionExporter:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def in_progress(self) -> int:
+        """Session recordings being streamed right now."""
+        with self._lock:
+            return len(self._active)
+
     def idle(self) -> bool:
         """Nothing running and nothing ready to run (missing recordings may wait)."""
         with self._lock:

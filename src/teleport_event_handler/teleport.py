@@ -60,6 +60,8 @@ STREAM_TIMEOUT = 300.0
 # ascending. The proto calls 0 ORDER_DESCENDING_UNSPECIFIED, which is
 # misleading: sending ORDER_ASCENDING (1) makes every backend page newest-first.
 ORDER_OLDEST_FIRST = auditlog_pb2.ORDER_DESCENDING_UNSPECIFIED
+# Newest first is therefore 1, which the proto names ORDER_ASCENDING.
+ORDER_NEWEST_FIRST = auditlog_pb2.ORDER_ASCENDING
 RENEW_HINT = (
     "renew it with 'tctl auth sign --user=<user> --format=file --out=<path> --ttl=<ttl>' "
     "or let tbot keep it current"
@@ -624,6 +626,47 @@ class TeleportClient:
             limit=limit,
             start_key=start_key,
             order=ORDER_OLDEST_FIRST,
+        )
+        response: auditlog_pb2.EventsUnstructured = self._audit.GetUnstructuredEvents(
+            request, timeout=self.call_timeout, metadata=self._metadata
+        )
+        return response
+
+    def newest_events(
+        self,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        event_types: tuple[str, ...],
+        limit: int,
+    ) -> auditlog_pb2.EventsUnstructured:
+        """The first page of [start, end], newest first (the monitor's probe)."""
+        return self._first_page(start, end, event_types, limit, ORDER_NEWEST_FIRST)
+
+    def oldest_events(
+        self,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        event_types: tuple[str, ...],
+        limit: int,
+    ) -> auditlog_pb2.EventsUnstructured:
+        """The first page of [start, end], oldest first (the monitor's probe)."""
+        return self._first_page(start, end, event_types, limit, ORDER_OLDEST_FIRST)
+
+    def _first_page(
+        self,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        event_types: tuple[str, ...],
+        limit: int,
+        order: auditlog_pb2.Order,
+    ) -> auditlog_pb2.EventsUnstructured:
+        request = auditlog_pb2.GetUnstructuredEventsRequest(
+            namespace="default",
+            start_date=timestamp(start),
+            end_date=timestamp(end),
+            event_types=list(event_types),
+            limit=limit,
+            order=order,
         )
         response: auditlog_pb2.EventsUnstructured = self._audit.GetUnstructuredEvents(
             request, timeout=self.call_timeout, metadata=self._metadata

@@ -70,6 +70,9 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "lock-failed-attempts-count": ("5", "5", 5),
     "lock-period": ("2m", '"2m"', 120.0),
     "lock-for": ("87600h", '"87600h"', 87600 * 3600.0),
+    "metrics-addr": ("127.0.0.1:9464", '"127.0.0.1:9464"', "127.0.0.1:9464"),
+    "log-format": ("json", '"json"', "json"),
+    "stuck-after": ("10m", '"10m"', 600.0),
 }
 LIST_EXPECTED = {
     "types": ("user.login", "session.start"),
@@ -416,6 +419,16 @@ def problems(argv: list[str], env: dict[str, str] | None = None) -> str:
         load_config(argv, env or {})
     assert info.value.problems
     return str(info.value)
+
+
+def test_observability_settings_name_the_fix() -> None:
+    flags = base_flags("")
+    assert "metrics-addr: 'localhost' has no port" in problems([*flags, "--metrics-addr=localhost"])
+    assert "write text or json" in problems([*flags, "--log-format=xml"])
+    assert "is not HOST:PORT" in problems([*flags, "--metrics-addr=http://0.0.0.0:9464"])
+    off = load_config([*flags, "--metrics-addr="], {})
+    assert off.metrics_addr is None
+    assert load_config(flags, {}).stuck_after == 300.0
 
 
 def test_required_settings_are_all_reported() -> None:
