@@ -55,7 +55,7 @@ def _run_version(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _run_start(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings = config.config_from_args(vars(args), environ)
+    settings = config.config_from_args(vars(args), environ, check_files=True)
     configure_logging(settings.debug, settings.log_format)
     _log_notices(settings)
     # Imported here so that the other commands work without the app's dependencies loaded.

@@ -1318,9 +1318,19 @@ def _build(res: _Resolution) -> Config:
     )
 
 
-def config_from_args(args: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
-    """A validated Config from parsed `start` arguments (argparse's dest -> raw value)."""
-    return _build(_resolve(args, environ))
+def config_from_args(
+    args: Mapping[str, Any], environ: Mapping[str, str], *, check_files: bool = False
+) -> Config:
+    """A validated Config from parsed `start` arguments (argparse's dest -> raw value).
+
+    With ``check_files`` (``start``), every file the settings name is opened
+    and checked as ``check-config`` does, so a missing, unreadable or wrong
+    file is a configuration error (exit 2) naming it, before anything runs.
+    """
+    res = _resolve(args, environ)
+    if check_files and not res.fatal:
+        _FileChecker(res, times=False).run()
+    return _build(res)
 
 
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -1351,12 +1361,20 @@ def check_config_file(path: str, environ: Mapping[str, str] | None = None) -> Co
 
 
 class _FileChecker:
-    def __init__(self, res: _Resolution) -> None:
+    """Open and check every file the settings name.
+
+    ``times`` also reports certificates that expired or are not valid yet;
+    ``start`` leaves that to the Teleport client, which refuses an expired
+    identity with exit 1 (a renewal, not a configuration change, fixes it).
+    """
+
+    def __init__(self, res: _Resolution, *, times: bool = True) -> None:
         from teleport_event_handler import pki  # deferred: cryptography is slow to import
 
         self.pki = pki
         self.res = res
         self.now = pki.utcnow()
+        self.times = times
 
     def run(self) -> None:
         values = self.res.values
@@ -1424,6 +1442,8 @@ class _FileChecker:
         return data
 
     def _valid_now(self, name: str, cert: Any, what: str, fix: str) -> bool:
+        if not self.times:
+            return True
         info = self.pki.cert_info(cert)
         if info.not_after <= self.now:
             self.res.add(name, f"{what} expired at {_rfc3339(info.not_after)}", fix)

@@ -126,6 +126,11 @@ def build_client_context(ca: str | None, cert: str | None, key: str | None) -> s
     ):
         if path and not os.path.isfile(path):
             raise SinkError(f"{_describe_file(flag, toml_key, path)}: no such file: fix the path")
+        if path and not os.access(path, os.R_OK):
+            raise SinkError(
+                f"{_describe_file(flag, toml_key, path)}: not readable by uid {os.getuid()}: "
+                "grant read access to the user that runs the forwarder"
+            )
     if ca:
         # Only this CA is trusted, as the Go plugin's RootCAs.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
