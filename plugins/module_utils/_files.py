@@ -4,9 +4,38 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
-__all__ = ["set_attributes"]
+__all__ = ["secret_mode_problem", "set_attributes"]
+
+# A symbolic clause that gives others (o, or a = everyone) read or write access.
+_OTHERS_ACCESS = re.compile(r"^[ugoa]*[oa][ugoa]*[+=][^,]*[rw]")
+
+
+def secret_mode_problem(mode: Any, option: str, what: str) -> Optional[str]:
+    """Why ``mode`` must not be used for a file holding a secret, or None when it is fine.
+
+    Owner and group access are the operator's choice (Fluentd may read its key
+    through its group); access for every other user of the host is refused.
+    """
+    if mode is None:
+        return None
+    others = False
+    if isinstance(mode, int):
+        others = bool(mode & 0o006)
+    else:
+        text = str(mode).strip()
+        if re.fullmatch(r"0?[0-7]{3,4}", text):
+            others = bool(int(text, 8) & 0o006)
+        else:
+            others = any(_OTHERS_ACCESS.match(clause.strip()) for clause in text.split(","))
+    if not others:
+        return None
+    return (
+        f"{option}={mode!s} would let every user of the host read or change {what}; "
+        f"use '0600' (owner only) or '0640' with group set to the service's group"
+    )
 
 
 def set_attributes(

@@ -150,6 +150,8 @@ options:
   key_mode:
     description:
       - Mode of the key files and the passphrase file.
+      - A mode that gives other users (not the owner, not the group) read or write access is
+        refused: the files hold private keys.
     type: raw
     default: '0600'
   cert_mode:
@@ -274,7 +276,10 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._duration i
     DurationError,
     parse_duration,
 )
-from ansible_collections.teleport.event_handler.plugins.module_utils._files import set_attributes
+from ansible_collections.teleport.event_handler.plugins.module_utils._files import (
+    secret_mode_problem,
+    set_attributes,
+)
 from ansible_collections.teleport.event_handler.plugins.module_utils._mtls import (
     SECRET_FILES,
     BundleError,
@@ -355,6 +360,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    problem = secret_mode_problem(
+        params["key_mode"], "key_mode", "the private keys and the key passphrase"
+    )
+    if problem:
+        module.fail_json(msg=problem)
     if not _pki.HAS_CRYPTOGRAPHY:
         module.fail_json(
             msg="this module needs the Python library cryptography on the managed host",

@@ -85,6 +85,8 @@ options:
   mode:
     description:
       - Mode of the identity file; it holds a private key.
+      - A mode that gives other users (not the owner, not the group) read or write access is
+        refused.
     type: raw
     default: '0600'
 seealso:
@@ -141,7 +143,10 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._duration i
     format_duration,
     parse_duration,
 )
-from ansible_collections.teleport.event_handler.plugins.module_utils._files import set_attributes
+from ansible_collections.teleport.event_handler.plugins.module_utils._files import (
+    secret_mode_problem,
+    set_attributes,
+)
 from ansible_collections.teleport.event_handler.plugins.module_utils._grants import roles_of
 from ansible_collections.teleport.event_handler.plugins.module_utils._identity import (
     IdentityError,
@@ -171,6 +176,9 @@ def main():
     argument_spec.update(TCTL_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
+    problem = secret_mode_problem(params["mode"], "mode", "the identity's private key")
+    if problem:
+        module.fail_json(msg=problem)
     if not _pki.HAS_CRYPTOGRAPHY:
         module.fail_json(
             msg="this module needs the Python library cryptography on the managed host",

@@ -197,6 +197,30 @@ def test_check_mode_fails_where_the_real_run_fails(tmp_path: Path) -> None:
     assert list(certs.iterdir()) == []
 
 
+def test_a_key_mode_readable_by_others_is_refused(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    modes: list[object] = ["0644", "u=rw,o=r", 0o604, "0640", "u=rw,g=r"]
+    tasks = [
+        {
+            "teleport.event_handler.fluentd_mtls": {
+                "path": str(certs),
+                "key_type": "ecdsa-p256",
+                "key_mode": mode,
+            },
+            "ignore_errors": True,
+        }
+        for mode in modes
+    ]
+    results, output = run_playbook(tmp_path, tasks)
+    assert [bool(r.get("failed")) for r in results] == [True, True, True, False, False]
+    for result in results[:3]:
+        assert "every user of the host" in result["msg"] and "'0600'" in result["msg"]
+    # Group access is the operator's choice (Fluentd reads its key through its group).
+    assert mode_of(certs / "server.key") == 0o640
+    assert "BEGIN" not in output
+
+
 class _fluentd:
     """The sandbox Fluentd on 127.0.0.1 serving with the bundle's server certificate."""
 

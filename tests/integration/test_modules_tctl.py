@@ -576,3 +576,14 @@ def test_admin_mfa_from_a_tsh_login_times_out_and_names_the_fix(
     assert not signed.get("failed"), signed.get("msg")
     assert signed["changed"]
     assert cluster.get("role/teleport-event-handler-impersonator")["kind"] == "role"
+
+
+def test_an_identity_mode_readable_by_others_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    identity = tmp_path / "identity"
+    sign = dict(cluster.connection(), user=HANDLER, path=str(identity), ttl="1h", mode="0644")
+    results, _ = run_playbook(
+        tmp_path, [{"teleport.event_handler.tctl_identity": sign, "ignore_errors": True}]
+    )
+    assert results[0]["failed"]
+    assert "mode=0644 would let every user of the host read" in results[0]["msg"]
+    assert not identity.exists()  # refused before anything was signed or written
