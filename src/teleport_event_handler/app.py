@@ -10,6 +10,7 @@ reading, let in-flight requests finish, commit what was acknowledged and exit
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -87,12 +88,7 @@ class DeadLetters:
             }
         )
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write(line + b"\n")
             self.count += 1
         if self._on_kept is not None:
             self._on_kept(event)
@@ -107,6 +103,33 @@ class DeadLetters:
             why,
             self.path,
         )
+
+    def _write(self, data: bytes) -> None:
+        """Append and fsync; while the disk is full, wait for space (the event is not dropped)."""
+        delay, logged = 0.5, False
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    os.ftruncate(fd, size)  # no half line
+                    if not logged:
+                        log.error(
+                            "cannot keep a refused event in %s: the disk is full; the export "
+                            "waits until space is freed there (nothing is lost)",
+                            self.path,
+                        )
+                        logged = True
+            finally:
+                os.close(fd)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def load_credentials(config: Config) -> Credentials:
@@ -220,6 +243,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
 
     directory = state_dir(config.storage, config.teleport_addr, config.dry_run)
     state = State(directory)
+    state.pause = shutdown.wait  # a full disk pauses the export until there is space
     take_over(state)  # the Go plugin's state, on the first start in its directory
     start_time = state.settle_start_time(config.start_time, utcnow())
     log.info("state in %s; exporting events from %s", directory, start_time.isoformat())
@@ -267,7 +291,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
         url=config.fluentd_url,
         state=state,
         shutdown=shutdown,
-        batch_size=config.fluentd_batch_size if config.fluentd_array else config.batch,
+        batch_size=config.fluentd_batch_size,
         as_array=config.fluentd_array,
         workers=config.fluentd_max_connections,
     )
@@ -290,7 +314,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
             url_prefix=config.fluentd_session_url,
             skip_types=config.skip_session_types,
             concurrency=config.concurrency,
-            batch_size=config.fluentd_batch_size if config.fluentd_array else config.batch,
+            batch_size=config.fluentd_batch_size,
             as_array=config.fluentd_array,
         )
         sessions.start()

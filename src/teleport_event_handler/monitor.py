@@ -46,6 +46,7 @@ from teleport_event_handler.state import (
     SESSION_MISSING,
     SESSION_PENDING,
     State,
+    StateError,
 )
 
 __all__ = ["SNAPSHOT_KEY", "Monitor", "MonitorError", "TimedSink", "parse_listen_addr"]
@@ -439,8 +440,8 @@ class Monitor:
 
     def write_snapshot(self, running: bool) -> None:
         try:
-            self._state.put(SNAPSHOT_KEY, orjson.dumps(self.snapshot(running)).decode())
-        except (sqlite3.Error, OSError) as exc:
+            self._state.put(SNAPSHOT_KEY, orjson.dumps(self.snapshot(running)).decode(), wait=False)
+        except (sqlite3.Error, OSError, StateError) as exc:
             log.debug("writing the status snapshot failed: %s", exc)
 
     def _load_snapshot(self) -> dict[str, Any]:

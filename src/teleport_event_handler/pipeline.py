@@ -26,6 +26,7 @@ from teleport_event_handler.state import (
     SessionCursor,
     SessionScheduled,
     State,
+    StateFull,
     Update,
 )
 
@@ -85,7 +86,12 @@ class Pipeline:
         self._commit_cond = threading.Condition()
         self._acked: dict[int, _Batch] = {}
         self._next_commit = 0
+        self._committing = False
+        # Batches sent but not committed stay within one window of the oldest
+        # uncommitted one: a crash re-sends at most ``workers`` batches.
+        self._window = max(1, workers)
         self._failure: BaseException | None = None
+        self.paused_since: float | None = None
         self.events_sent = 0
         self.events_committed = 0
         self._workers = [
@@ -189,6 +195,8 @@ class Pipeline:
                 continue
             if self._shutdown.requested and self._failure is None:
                 continue  # leave it unsent and uncommitted: it is re-read next start
+            if not self._wait_for_window(batch):
+                continue  # shutting down: unsent, uncommitted, re-read next start
             try:
                 self._sink.deliver(self._url, batch.events, as_array=self._as_array)
             except ShutdownRequested:
@@ -203,27 +211,86 @@ class Pipeline:
                 continue
             self._acknowledge(batch)
 
+    def _wait_for_window(self, batch: _Batch) -> bool:
+        """Hold ``batch`` until it is within one window of the oldest uncommitted batch.
+
+        Batches leave the queue in order, so every earlier batch is being sent
+        or already acknowledged: the oldest one is always inside the window,
+        and a slow batch holds back at most ``workers`` acknowledged ones.
+        """
+        with self._commit_cond:
+            while batch.seq >= self._next_commit + self._window:
+                if self._shutdown.requested:
+                    return False
+                self._commit_cond.wait(0.5)
+        return True
+
     def _acknowledge(self, batch: _Batch) -> None:
         with self._commit_cond:
             self._acked[batch.seq] = batch
+            if self._committing:
+                return  # the thread committing picks it up when it gets there
+            self._committing = True
+            try:
+                self._commit_ready()
+            finally:
+                self._committing = False
+                self._commit_cond.notify_all()
+
+    def _commit_ready(self) -> None:
+        """Commit every acknowledged batch that has no unacknowledged one before it.
+
+        Called with _commit_cond held; it is released only while the state's
+        disk is full, when this waits for space (nothing else commits meanwhile).
+        """
+        while True:
             ready: list[_Batch] = []
-            while self._next_commit in self._acked:
-                ready.append(self._acked.pop(self._next_commit))
-                self._next_commit += 1
-            if ready:
-                merged: dict[Hashable, Update] = {}
-                for done in ready:
-                    merged.update(done.updates)
-                    self.events_sent += len(done.events)
-                try:
-                    self._state.apply(merged.values())
-                except Exception as exc:
-                    log.exception("writing progress to %s failed", self._state.path)
-                    self._failure = exc
-                    self._shutdown.request()
-                else:
-                    self.events_committed = self.events_sent
+            seq = self._next_commit
+            while seq in self._acked:
+                ready.append(self._acked[seq])
+                seq += 1
+            if not ready:
+                return
+            merged: dict[Hashable, Update] = {}
+            for done in ready:
+                merged.update(done.updates)
+            if not self._apply(list(merged.values())):
+                return
+            for done in ready:
+                del self._acked[done.seq]
+                self.events_sent += len(done.events)
+            self._next_commit = seq
+            self.events_committed = self.events_sent
             self._commit_cond.notify_all()
+
+    def _apply(self, updates: list[Update]) -> bool:
+        """Write the updates; wait while the disk is full; False when the export must stop."""
+        delay = 0.5
+        while True:
+            try:
+                self._state.apply(updates)
+            except StateFull as exc:
+                if self.paused_since is None:
+                    self.paused_since = time.monotonic()
+                    log.error("%s", exc)
+                if self._shutdown.requested:
+                    return False  # not committed: re-sent on the next start, never lost
+                self._commit_cond.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception as exc:
+                log.exception("writing progress to %s failed", self._state.path)
+                self._failure = exc
+                self._shutdown.request()
+                return False
+            if self.paused_since is not None:
+                log.warning(
+                    "the state in %s is writable again after %.0fs: the export goes on",
+                    self._state.directory,
+                    time.monotonic() - self.paused_since,
+                )
+                self.paused_since = None
+            return True
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -24,12 +24,15 @@ event, and ``apply`` writes them in one transaction.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +65,23 @@ TAKEN_OVER_FROM = "taken_over_from"
 
 class StateError(Exception):
     """The state directory cannot be used; the message says how to fix it."""
+
+
+class StateFull(StateError):
+    """A write failed because the state's disk is full; retrying once there is space works."""
+
+
+# SQLite's result codes for a full disk (SQLITE_FULL) and a failed write (SQLITE_IOERR,
+# which is what ENOSPC while appending to the WAL can surface as).
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "disk is full" in str(exc)
+    return code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +185,9 @@ class State:
                 "or move the file away to start the export again"
             ) from exc
         self._lock = threading.Lock()
+        # Set by the app (Shutdown.wait): writes other than commits wait for space
+        # while the disk is full, until it returns True (shutting down).
+        self.pause: Callable[[float], bool] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -177,9 +200,45 @@ class State:
             row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def put(self, key: str, value: str) -> None:
-        with self._lock:
+    def put(self, key: str, value: str, *, wait: bool = True) -> None:
+        """Store one key; with ``wait``, a full disk pauses the caller until there is space."""
+
+        def write() -> None:
             self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+        self._write(write, wait=wait)
+
+    def full_error(self, exc: sqlite3.Error) -> StateFull:
+        return StateFull(
+            f"cannot write the export state in {self.directory}: the disk is full ({exc}); "
+            "the export is paused until space is freed there (the state needs about 4 MiB "
+            "free for its write-ahead log); nothing is lost"
+        )
+
+    def _write(self, write: Callable[[], object], *, wait: bool = True) -> None:
+        """Run ``write`` under the lock; while the disk is full, wait for space and retry."""
+        delay, logged = 0.5, False
+        while True:
+            with self._lock:
+                try:
+                    write()
+                    if logged:
+                        log.warning("the state in %s is writable again", self.directory)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_full(exc):
+                        raise
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    error = self.full_error(exc)
+            if not wait or self.pause is None:
+                raise error
+            if not logged:
+                log.error("%s", error)
+                logged = True
+            if self.pause(delay):
+                raise error  # shutting down
+            delay = min(delay * 2, 5.0)
 
     # -- start time -----------------------------------------------------------
 
@@ -225,8 +284,9 @@ class State:
             return [row[0] for row in self._db.execute("SELECT date FROM dates ORDER BY date")]
 
     def add_date(self, date: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO dates (date) VALUES (?)", (date,))
+        self._write(
+            lambda: self._db.execute("INSERT OR IGNORE INTO dates (date) VALUES (?)", (date,))
+        )
 
     def chunks(self, date: str) -> dict[str, ChunkCursor]:
         with self._lock:
@@ -237,8 +297,7 @@ class State:
 
     def forget_dates_before(self, date: str) -> None:
         """Drop per-chunk rows of days the exporter no longer polls."""
-        with self._lock:
-            self._db.execute("DELETE FROM chunks WHERE date < ?", (date,))
+        self._write(lambda: self._db.execute("DELETE FROM chunks WHERE date < ?", (date,)))
 
     # -- session recordings ----------------------------------------------------------
 
@@ -272,7 +331,8 @@ class State:
         self, sid: str, status: str, attempts: int | None = None, retry_at: float = 0.0
     ) -> None:
         """Mark a session missing (to retry at ``retry_at``), failed, or pending again."""
-        with self._lock:
+
+        def write() -> None:
             if attempts is None:
                 self._db.execute(
                     "UPDATE sessions SET status = ?, retry_at = ? WHERE sid = ?",
@@ -283,6 +343,8 @@ class State:
                     "UPDATE sessions SET status = ?, attempts = ?, retry_at = ? WHERE sid = ?",
                     (status, attempts, retry_at, sid),
                 )
+
+        self._write(write)
 
     # -- taking over another exporter's state ------------------------------------------
 
@@ -335,13 +397,28 @@ class State:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): then there is
+                # nothing to roll back, and trying would hide the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     # -- commits -------------------------------------------------------------------
 
     def apply(self, updates: Iterable[Update]) -> None:
-        """Write acknowledged progress, all of it or none of it."""
+        """Write acknowledged progress, all of it or none of it.
+
+        Raises StateFull when the disk is full (nothing written); the pipeline
+        waits for space and applies the same updates again.
+        """
+        try:
+            self._apply(updates)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            raise self.full_error(exc) from None
+
+    def _apply(self, updates: Iterable[Update]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -375,5 +452,8 @@ class State:
                         )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): then there is
+                # nothing to roll back, and trying would hide the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
