@@ -10,7 +10,6 @@ reading, let in-flight requests finish, commit what was acknowledged and exit
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -20,11 +19,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import cast
 
-import orjson
-
 from teleport_event_handler import __version__
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.config import Config
+from teleport_event_handler.deadletter import DeadLetters
 from teleport_event_handler.events import TypeFilter
 from teleport_event_handler.forward import ForwardClient
 from teleport_event_handler.gostate import take_over
@@ -62,74 +60,6 @@ log = logging.getLogger("teleport_event_handler")
 BULK_POLL_INTERVAL = 16.0
 PROGRESS_INTERVAL = 60.0
 SHUTDOWN_GRACE = 5.0
-
-
-class DeadLetters:
-    """Events the receiver refused as malformed (4xx), kept instead of dropped.
-
-    One JSON line per event in ``dead-letter.jsonl`` in the state directory,
-    written and fsynced before the event's cursor is committed.
-    """
-
-    def __init__(self, directory: str, on_kept: Callable[[bytes], None] | None = None) -> None:
-        self.path = os.path.join(directory, "dead-letter.jsonl")
-        self._lock = threading.Lock()
-        self.count = 0
-        self._on_kept = on_kept
-
-    def __call__(self, url: str, event: bytes, status: int, response: bytes) -> None:
-        line = orjson.dumps(
-            {
-                "time": utcnow().isoformat(),
-                "url": url,
-                "status": status,
-                "response": response[:2048].decode("utf-8", "replace"),
-                "event": event.decode("utf-8", "replace"),
-            }
-        )
-        with self._lock:
-            self._write(line + b"\n")
-            self.count += 1
-        if self._on_kept is not None:
-            self._on_kept(event)
-        # Status 0: the Forward client could not encode the event (see forward.py).
-        why = (
-            f"Fluentd refused an event with HTTP {status}"
-            if status
-            else "an event cannot be sent over the Forward protocol"
-        )
-        log.error(
-            "%s; kept it in %s (fix the receiver, then re-post the 'event' values from that file)",
-            why,
-            self.path,
-        )
-
-    def _write(self, data: bytes) -> None:
-        """Append and fsync; while the disk is full, wait for space (the event is not dropped)."""
-        delay, logged = 0.5, False
-        while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                try:
-                    os.write(fd, data)
-                    os.fsync(fd)
-                    return
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                        raise
-                    os.ftruncate(fd, size)  # no half line
-                    if not logged:
-                        log.error(
-                            "cannot keep a refused event in %s: the disk is full; the export "
-                            "waits until space is freed there (nothing is lost)",
-                            self.path,
-                        )
-                        logged = True
-            finally:
-                os.close(fd)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def load_credentials(config: Config) -> Credentials:

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from teleport_event_handler import __version__, config, configure
 from teleport_event_handler.durations import format_duration
@@ -132,6 +133,11 @@ def _run_configure(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _lazy(name: str) -> Any:
+    """A module of this package, imported when its command runs (keeps the CLI quick)."""
+    return importlib.import_module(f"teleport_event_handler.{name}")
+
+
 def _add_status_arguments(parser: argparse.ArgumentParser) -> None:
     status = importlib.import_module("teleport_event_handler.status")
     status.add_status_arguments(parser)
@@ -158,6 +164,13 @@ COMMANDS: tuple[Command, ...] = (
         "Check a config file and the files it names; exit 1 on problems",
         _add_check_config_arguments,
         _run_check_config,
+    ),
+    Command(
+        "dead-letter",
+        "replay: send the events Fluentd refused (kept in dead-letter.jsonl) again, and "
+        "remove those it accepts",
+        lambda parser: _lazy("deadletter").add_arguments(parser),
+        lambda args, environ: int(_lazy("deadletter").run(args, environ)),
     ),
     Command(
         "status",

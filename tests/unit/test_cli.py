@@ -166,7 +166,14 @@ def test_globals_before_or_after_the_subcommand(
 
 
 def test_subcommand_table_is_the_parser() -> None:
-    assert [c.name for c in COMMANDS] == ["version", "configure", "start", "check-config", "status"]
+    assert [c.name for c in COMMANDS] == [
+        "version",
+        "configure",
+        "start",
+        "check-config",
+        "dead-letter",
+        "status",
+    ]
     parser = build_parser()
     help_text = parser.format_help()
     assert "Forwards Teleport AuditLog to external sources" in help_text
