@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 import orjson
 
@@ -148,10 +147,9 @@ def replay(settings: config.Config, *, time_limit: float) -> ReplayResult:
         del url, event
         refused_now.append(f"HTTP {status}: {response[:200].decode('utf-8', 'replace')}".encode())
 
-    sink_class = ForwardClient if settings.uses_forward else FluentdClient
-    sink = cast(
-        FluentdClient,
-        sink_class(
+    sink: FluentdClient | ForwardClient
+    if settings.uses_forward:
+        sink = ForwardClient(
             ca=settings.fluentd_ca,
             cert=settings.fluentd_cert,
             key=settings.fluentd_key,
@@ -159,8 +157,19 @@ def replay(settings: config.Config, *, time_limit: float) -> ReplayResult:
             timeout=settings.fluentd_timeout,
             shutdown=shutdown,
             on_rejected=on_refused,
-        ),
-    )
+        )
+    else:
+        # These events were refused before: a refusal now is about them, not the receiver.
+        sink = FluentdClient(
+            ca=settings.fluentd_ca,
+            cert=settings.fluentd_cert,
+            key=settings.fluentd_key,
+            max_connections=1,
+            timeout=settings.fluentd_timeout,
+            shutdown=shutdown,
+            on_rejected=on_refused,
+            trust_refusals=True,
+        )
     accepted: set[int] = set()
     timer.start()
     try:

@@ -287,6 +287,7 @@ class FluentdClient:
         backoff: Callable[[], Backoff] = Backoff,
         on_rejected: RejectedHandler | None = None,
         dry_run: bool = False,
+        trust_refusals: bool = False,
     ) -> None:
         if max_connections < 1:
             raise SinkError(
@@ -314,6 +315,9 @@ class FluentdClient:
         self.events = 0
         self.retries = 0
         self.rejected = 0
+        self._last_accept = 0.0  # time.monotonic() of the last 2xx
+        # Every refusal is about the event (dead-letter replay: refused before).
+        self._trust_refusals = trust_refusals
         self.reconnects = 0
         self.bytes_sent = 0
 
@@ -396,33 +400,81 @@ class FluentdClient:
     # --- delivery -----------------------------------------------------------------
 
     def _deliver_isolating(self, target: _Target, events: list[bytes]) -> None:
+        """Deliver ``events``, splitting refused batches to find the events Fluentd refuses.
+
+        The events refused one by one are dead-lettered only when Fluentd
+        accepted something (from this batch or any other request) after the
+        batch was first refused. When it accepted nothing since, it refuses
+        everything: a broken receiver, not bad events; they are sent again with
+        backoff instead, and nothing healthy lands in the dead letters.
+        """
         pending = [events]
+        first_refusal: float | None = None
+        backoff: Backoff | None = None
         while pending:
-            batch = pending.pop()
-            status, body = self._send(target, batch)
-            if 200 <= status < 300:
-                continue
-            if len(batch) > 1:
-                middle = len(batch) // 2
-                log.warning(
-                    "Fluentd %s rejected %d events (HTTP %d): splitting to find the bad ones",
-                    target.url,
-                    len(batch),
-                    status,
-                )
-                pending.append(batch[middle:])
-                pending.append(batch[:middle])
-                continue
+            refused: list[tuple[bytes, int, bytes]] = []
+            while pending:
+                batch = pending.pop()
+                status, body = self._send(target, batch)
+                if 200 <= status < 300:
+                    continue
+                if first_refusal is None:
+                    first_refusal = time.monotonic()
+                if len(batch) > 1:
+                    middle = len(batch) // 2
+                    log.warning(
+                        "Fluentd %s rejected %d events (HTTP %d): splitting to find the bad ones",
+                        target.url,
+                        len(batch),
+                        status,
+                    )
+                    pending.append(batch[middle:])
+                    pending.append(batch[:middle])
+                    continue
+                refused.append((batch[0], status, body))
+            if not refused:
+                return
+            assert first_refusal is not None
             with self._lock:
-                self.rejected += 1
-            log.error(
-                "Fluentd %s rejected an event (HTTP %d: %s): handed to the dead-letter handler",
+                accepted_since = self._last_accept > first_refusal
+            if accepted_since or self._trust_refusals:
+                for event, status, body in refused:
+                    self._reject(target, event, status, body)
+                return
+            if backoff is None:
+                backoff = self._backoff()
+            delay = backoff.next_delay()
+            with self._lock:
+                self.retries += 1
+            _event, status, body = refused[0]
+            log.warning(
+                "Fluentd %s refuses every request (HTTP %d: %s) and accepted none since %.0fs "
+                "ago: a receiver fault, not bad events; retrying %d events in %.1fs "
+                "(fix the receiver)",
                 target.url,
                 status,
                 body[:200].decode("utf-8", "replace").strip(),
+                time.monotonic() - first_refusal,
+                len(refused),
+                delay,
             )
-            assert self._on_rejected is not None
-            self._on_rejected(target.url, batch[0], status, body)
+            if self._shutdown.wait(delay):
+                raise ShutdownRequested(
+                    f"shutdown requested while retrying events for {target.url}"
+                )
+            pending = [[event for event, _status, _body in refused]]
+
+    def _reject(self, target: _Target, event: bytes, status: int, body: bytes) -> None:
+        with self._lock:
+            self.rejected += 1
+        log.error(
+            "Fluentd %s rejected an event (HTTP %d: %s): handed to the dead-letter handler",
+            target.url,
+            status,
+            body[:200].decode("utf-8", "replace").strip(),
+        )
+        assert self._on_rejected is not None
+        self._on_rejected(target.url, event, status, body)
 
     def _send(self, target: _Target, batch: list[bytes]) -> tuple[int, bytes]:
         """POST until a 2xx or a definite rejection; returns (status, response body)."""
@@ -437,6 +489,7 @@ class FluentdClient:
                 if 200 <= status < 300:
                     with self._lock:
                         self.events += len(batch)
+                        self._last_accept = time.monotonic()
                     if backoff is not None and backoff.attempts:
                         log.info("Fluentd %s accepts events again", target.url)
                     return status, answer

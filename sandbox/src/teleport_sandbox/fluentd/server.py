@@ -73,6 +73,8 @@ class Faults:
     requests without storing them. ``latency_ms``: wait before answering.
     ``reply_status``: answer success with this 2xx instead of 200.
     ``reject_array``: answer 400 to JSON array bodies.
+    ``reject_containing``: answer 400 to bodies that contain this text, as a
+    receiver that refuses some events (a parser or filter that rejects them).
     ``forward_no_ack``: in_forward stores messages but never acks them.
     ``forward_drop_rate``: in_forward drops this fraction of messages, unstored
     and unacked. (``refuse`` and ``latency_ms`` apply to in_forward too.)
@@ -84,6 +86,7 @@ class Faults:
     latency_ms: float = 0.0
     reply_status: int | None = None
     reject_array: bool = False
+    reject_containing: str = ""
     forward_no_ack: bool = False
     forward_drop_rate: float = 0.0
 
@@ -134,6 +137,8 @@ def _fault_value(key: str, raw: Any, source: str) -> Any:
             raise ValueError(f"{raw!r} is not true/false")
         if key in ("status", "reply_status"):
             return None if raw is None or raw == "" else int(raw)
+        if key == "reject_containing":
+            return "" if raw is None or raw is True else str(raw)
         return float(raw)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: fault {key}={raw!r}: {exc}") from None
@@ -782,6 +787,8 @@ class FluentdServer:
                 return 400, None, 0, False, ""
         if faults.reject_array and body.lstrip()[:1] == b"[":
             return 400, tag, 0, False, "this receiver does not take JSON arrays"
+        if faults.reject_containing and faults.reject_containing.encode() in body:
+            return 400, tag, 0, False, "this receiver refuses these events"
         try:
             events = self._parser.parse(body, request.content_type, query, request.headers, remote)
         except BadRequest as exc:
