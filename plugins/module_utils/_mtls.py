@@ -73,6 +73,8 @@ class BundleSpec(NamedTuple):
     passphrase: str | None = None
     trust_bundle_name: str = "ca-bundle"
     force: bool = False
+    force_leaves: bool = False
+    retire_old_cas: bool = False
 
 
 def bundle_paths(spec: BundleSpec) -> dict[str, str]:
@@ -324,8 +326,16 @@ def plan_bundle(spec: BundleSpec, loaded: Loaded, now: datetime.datetime) -> Pla
     if ca:
         server = client = "the CA is being replaced"
     else:
-        server = force or _check_leaf("server", spec, loaded, now)
-        client = force or _check_leaf("client", spec, loaded, now)
+        leaves = "force_leaves is set" if spec.force_leaves else ""
+        server = leaves or _check_leaf("server", spec, loaded, now)
+        client = leaves or _check_leaf("client", spec, loaded, now)
+    if spec.retire_old_cas and (ca or server or client):
+        raise BundleError(
+            "retire_old_cas: the CA or a leaf is renewed in this run "
+            f"({ca or server or client}), so hosts still hold leaves the old CA signed; "
+            "retire old CAs in a later run, once every host has the new leaves (the "
+            "event_handler role does this at the end of site.yml)"
+        )
 
     wanted_pass = spec.passphrase or loaded.stored_passphrase or ""
     passphrase = ""
@@ -342,16 +352,15 @@ def plan_bundle(spec: BundleSpec, loaded: Loaded, now: datetime.datetime) -> Pla
     if ca:
         bundle = "the CA is being replaced"
     else:
-        wanted = {
-            _fingerprint(c)
-            for c in [loaded.certs["ca"], *_kept_old_cas(loaded, loaded.certs["ca"], now)]
-        }
+        old = [] if spec.retire_old_cas else _kept_old_cas(loaded, loaded.certs["ca"], now)
+        wanted = {_fingerprint(c) for c in [loaded.certs["ca"], *old]}
         have = {_fingerprint(c) for c in loaded.trusted}
-        bundle = (
-            ""
-            if wanted == have
-            else "the trust bundle differs from the CA and earlier CAs still valid"
-        )
+        if wanted == have:
+            bundle = ""
+        elif spec.retire_old_cas:
+            bundle = "old CAs are retired: no leaf depends on them any more"
+        else:
+            bundle = "the trust bundle differs from the CA and earlier CAs still valid"
     return Plan(ca, server, client, passphrase, bundle, wanted_pass)
 
 
@@ -391,7 +400,7 @@ def apply_plan(spec: BundleSpec, loaded: Loaded, plan: Plan, now: datetime.datet
         _pki.write_file_atomic(paths[part + "_key"], _pki.private_key_pem(key, secret), 0o600)
         _pki.write_file_atomic(paths[part + "_cert"], _pki.cert_pem(cert), 0o644)
     if plan.trust_bundle:
-        kept = _kept_old_cas(loaded, ca_cert, now)
+        kept = [] if spec.retire_old_cas else _kept_old_cas(loaded, ca_cert, now)
         data = b"".join(_pki.cert_pem(cert) for cert in [ca_cert, *kept])
         _pki.write_file_atomic(paths["trust_bundle"], data, 0o644)
 

@@ -136,7 +136,22 @@ options:
     type: str
   force:
     description:
-      - Renew everything, the CA included.
+      - Renew everything, the CA included. The old CA stays in the trust bundle (until it expires
+        or O(retire_old_cas)), so hosts that still hold leaves it signed keep working.
+    type: bool
+    default: false
+  force_leaves:
+    description:
+      - Re-issue the server and client certificates and keys from the current CA (a leaf-only
+        rotation); the CA and the trust bundle stay.
+    type: bool
+    default: false
+  retire_old_cas:
+    description:
+      - Keep only the current CA in the trust bundle (stage 3 of a CA rotation), dropping earlier
+        CAs that are still valid.
+      - Use it once every host holds leaves the current CA signed. It fails when the CA or a leaf
+        would be renewed in the same run, since hosts would still hold leaves of the old CA.
     type: bool
     default: false
   owner:
@@ -328,6 +343,8 @@ def _spec(module):
         passphrase=params["passphrase"],
         trust_bundle_name=params["trust_bundle_name"],
         force=params["force"],
+        force_leaves=params["force_leaves"],
+        retire_old_cas=params["retire_old_cas"],
     )
 
 
@@ -352,6 +369,8 @@ def main():
             client_common_name=dict(type="str", default="Client"),
             passphrase=dict(type="str", no_log=True),
             force=dict(type="bool", default=False),
+            force_leaves=dict(type="bool", default=False),
+            retire_old_cas=dict(type="bool", default=False),
             owner=dict(type="str"),
             group=dict(type="str"),
             key_mode=dict(type="raw", default="0600", no_log=False),

@@ -116,6 +116,50 @@ def test_only_stale_parts_are_renewed_and_a_ca_rotation_keeps_the_old_ca(tmp_pat
         _handshake(port, files["ca.crt"], files["client.crt"], files["client.key"])
 
 
+def test_leaf_rotation_then_retiring_the_old_ca(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    files = _bundle(certs)
+    base = {"path": str(certs), "key_type": "ecdsa-p256", "ip_addresses": ["127.0.0.1"]}
+    run_playbook(tmp_path, [{"teleport.event_handler.fluentd_mtls": base}])
+    ca_before = _fingerprint(files["ca.crt"])
+    server_before = _fingerprint(files["server.crt"])
+
+    # Leaf-only: new server and client from the same CA; the bundle stays.
+    results, _ = run_playbook(tmp_path, four_times("fluentd_mtls", dict(base, force_leaves=True)))
+    assert changes(results) == [True, True, True, True]  # forcing renews every time
+    assert results[1]["renewed"] == ["server", "client"]
+    assert _fingerprint(files["ca.crt"]) == ca_before
+    assert _fingerprint(files["server.crt"]) != server_before
+    assert _bundle_fingerprints(files["ca-bundle.crt"]) == [ca_before]
+
+    # A CA rotation keeps the old CA trusted; retiring it in the same run is refused.
+    results, _ = run_playbook(
+        tmp_path,
+        [
+            {
+                "teleport.event_handler.fluentd_mtls": dict(base, force=True, retire_old_cas=True),
+                "ignore_errors": True,
+            },
+            {"teleport.event_handler.fluentd_mtls": dict(base, force=True)},
+        ],
+    )
+    assert results[0]["failed"] and "retire old CAs in a later run" in results[0]["msg"]
+    ca_after = _fingerprint(files["ca.crt"])
+    assert _bundle_fingerprints(files["ca-bundle.crt"]) == [ca_after, ca_before]
+
+    # Once every host has the new leaves: the old CA leaves the bundle, idempotently.
+    retire = dict(base, retire_old_cas=True)
+    results, _ = run_playbook(tmp_path, four_times("fluentd_mtls", retire))
+    assert changes(results) == [True, True, False, False]
+    assert results[1]["renewed"] == ["trust_bundle"]
+    assert _bundle_fingerprints(files["ca-bundle.crt"]) == [ca_after]
+    # And later runs without retire_old_cas do not bring it back.
+    results, _ = run_playbook(tmp_path, [{"teleport.event_handler.fluentd_mtls": base}])
+    assert changes(results) == [False]
+    assert _bundle_fingerprints(files["ca-bundle.crt"]) == [ca_after]
+
+
 def test_the_forwarder_is_accepted_by_fluentd_with_the_bundle(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()

@@ -70,7 +70,7 @@ def test_documented_defaults_equal_the_role_defaults(
     assert differ == {}
 
 
-_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict}
+_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict, "raw": object}
 
 
 def test_documented_types_fit_the_defaults(options: dict[str, Any]) -> None:
