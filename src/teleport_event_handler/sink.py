@@ -70,6 +70,12 @@ _CLIENT_CERT_REFUSED = {
 # #cert_option_create_context), not TLS 1.3's certificate_required.
 _HANDSHAKE_FAILURE = "SSLV3_ALERT_HANDSHAKE_FAILURE"
 _NO_COMMON_VERSION = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL"}
+# What a TLS server answers a hello without a client certificate: it does speak TLS.
+_HANDSHAKE_FAILURE_REASONS = {
+    _HANDSHAKE_FAILURE,
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    *_NO_COMMON_VERSION,
+}
 _NOT_TLS = {
     "WRONG_VERSION_NUMBER",
     "HTTP_REQUEST",
@@ -311,6 +317,7 @@ class FluentdClient:
         self._targets: dict[str, _Target] = {}
         self._closed = False
         self._warned_plain: set[str] = set()
+        self._plain_checked: set[tuple[bool, str, int]] = set()
         self.requests = 0
         self.events = 0
         self.retries = 0
@@ -559,6 +566,37 @@ class FluentdClient:
             ca=self.ca,
             has_client_cert=self._has_client_cert,
             plain_url="an http:// URL",
+        )
+        if not target.https and isinstance(
+            exc, http.client.RemoteDisconnected | ConnectionResetError | http.client.BadStatusLine
+        ):
+            self._raise_if_tls_port(target)
+
+    def _raise_if_tls_port(self, target: _Target) -> None:
+        """An http:// URL whose server hung up: stop with the fix if the server speaks TLS."""
+        with self._lock:
+            if target.key in self._plain_checked:
+                return
+            self._plain_checked.add(target.key)
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        probe.check_hostname = False
+        probe.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection((target.host, target.port), timeout=CHECK_TIMEOUT) as raw,
+                probe.wrap_socket(raw, server_hostname=target.host),
+            ):
+                pass
+        except ssl.SSLError as exc:
+            # A TLS server that wants a client certificate still answers the hello.
+            if exc.reason not in _HANDSHAKE_FAILURE_REASONS:
+                return
+        except OSError:
+            return
+        https = urllib.parse.urlunsplit(("https", *urllib.parse.urlsplit(target.url)[1:]))
+        raise SinkError(
+            f"Fluentd at {target.url} speaks TLS (its <source> has <transport tls>) but the URL "
+            f"is http://: use {https}, with [forward.fluentd] ca, cert and key"
         )
 
     # --- connections --------------------------------------------------------------

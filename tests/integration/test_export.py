@@ -258,3 +258,16 @@ def test_a_clean_exit_leaves_fluentd_no_unexpected_eof(small_stack: Stack) -> No
     assert proc.wait(30) == 0
     time.sleep(1.0)
     assert "unexpected eof" not in small_stack.fluentd_log().lower()
+
+
+def test_an_http_url_to_a_tls_fluentd_names_the_fix(small_stack: Stack) -> None:
+    """The real Fluentd hangs up on plain HTTP: the handler stops, naming https://."""
+    url = f"http://localhost:{small_stack.fluentd_port}/test.log"
+    toml = small_stack.handler_toml(fluentd__url=url)
+    result = subprocess.run(
+        small_stack.handler_command(toml), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Fluentd at {url} speaks TLS" in result.stderr, result.stderr
+    assert f"use https://localhost:{small_stack.fluentd_port}/test.log" in result.stderr
