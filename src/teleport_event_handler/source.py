@@ -39,6 +39,7 @@ from teleport_event_handler.teleport import (
     is_transient,
     is_unimplemented,
     needs_a_person,
+    other_cluster_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def call_with_retry(
     """
     backoff = Backoff(base=0.5, cap=30.0)
     mark = progress() if progress else None
+    checked_cluster = False
     while True:
         if shutdown.requested:
             raise Stopped
@@ -95,6 +97,11 @@ def call_with_retry(
             retry = is_transient(exc) or (persistent and not needs_a_person(exc))
             if not retry:
                 raise explain(exc, client.addr, client.creds) from exc
+            if not client.via_proxy and not checked_cluster:
+                checked_cluster = True  # one TLS probe per call, not per retry
+                problem = other_cluster_problem(exc, client.addr, client.creds)
+                if problem:
+                    raise TeleportError(problem) from exc
             if progress is not None and progress() != mark:
                 mark = progress()
                 backoff.reset()

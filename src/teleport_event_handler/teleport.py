@@ -243,6 +243,48 @@ def explain(exc: grpc.RpcError, addr: str, creds: Credentials) -> TeleportError:
     return TeleportError(f"Teleport at {addr}: {code.name if code else 'error'}: {details}")
 
 
+def server_cluster_name(addr: str, timeout: float = 5.0) -> str:
+    """The cluster whose host CA signed the TLS certificate served at ``addr`` ("" if unknown).
+
+    Read without verifying anything (it is only compared with the identity's
+    cluster to name a mismatch); TLS 1.3, so the server's certificate arrives
+    before the server judges ours.
+    """
+    host, port = split_addr(addr)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=dialer.API_DOMAIN) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return ""
+    if not der:
+        return ""
+    return cluster_name_of(ssl.DER_cert_to_PEM_cert(der).encode())
+
+
+def other_cluster_problem(exc: grpc.RpcError, addr: str, creds: Credentials) -> str:
+    """Why no retry helps when Auth at ``addr`` is another cluster's ("" when it is not that)."""
+    details = (exc.details() if hasattr(exc, "details") else "") or str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" not in details.upper() or not creds.cluster_name:
+        return ""
+    served = server_cluster_name(addr)
+    if not served or served == creds.cluster_name:
+        return ""  # e.g. a host CA rotation that a renewed identity will follow
+    return (
+        f"the Auth Service at {addr} belongs to cluster {served!r}, but {creds.source} was "
+        f"issued by cluster {creds.cluster_name!r}; sign an identity on {served!r} "
+        f"('tctl auth sign --user=<user> --format=file --out=<path>' there, or tbot), or "
+        f"point [teleport] addr at the Auth Service of {creds.cluster_name!r}"
+    )
+
+
 def is_transient(exc: grpc.RpcError) -> bool:
     """Errors worth retrying: the server is down, slow, or dropped the stream."""
     code = exc.code() if hasattr(exc, "code") else None

@@ -167,3 +167,22 @@ def test_an_expired_identity_is_refused_at_start(stack: Stack) -> None:
     assert proc.wait(RUN_TIMEOUT) == 1
     log = stack.handler_log()
     assert "expired at" in log and "tctl auth sign" in log
+
+
+def test_an_identity_of_another_cluster_direct_to_auth_stops_with_the_fix(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Auth's certificate does not verify against the identity's CA: name both clusters, stop."""
+    other = Stack(root=str(tmp_path / "other"), days=1, events_per_day=5)
+    other.init(["--cluster-name", "other.example.com"])
+    toml = stack.handler_toml(
+        start_time=stack.corpus_start(),
+        teleport__identity=other.identity,
+        teleport__dial="auth",
+    )
+    proc = stack.start_handler(toml, "--exit-on-last-event")
+    assert proc.wait(RUN_TIMEOUT) == 1
+    log = stack.handler_log()
+    assert "belongs to cluster" in log and "'other.example.com'" in log, log[-3000:]
+    assert "tctl auth sign" in log
+    assert not stack.received("audit")
