@@ -166,7 +166,7 @@ options:
     description:
       - Mode of the key files and the passphrase file.
       - A mode that gives other users (not the owner, not the group) read or write access is
-        refused: the files hold private keys.
+        refused, since the files hold private keys.
     type: raw
     default: '0600'
   cert_mode:
