@@ -28,6 +28,7 @@ __all__ = [
     "ResourceError",
     "ensure_absent_by_name",
     "ensure_resources",
+    "keep_granted_roles",
     "load_definitions",
     "matches",
     "project",
@@ -195,6 +196,34 @@ def _read(runner: TctlRunner, kind: str, name: str) -> Optional[Dict[str, Any]]:
     return runner.get(kind, name, with_secrets=kind in CONNECTOR_KINDS)
 
 
+# Kinds whose spec.roles tctl_grant_role adds to: a definition lists the roles
+# they must have, and roles granted elsewhere are kept, so that a user defined
+# with tctl_resource and granted a role with tctl_grant_role stay as both say.
+_GRANTABLE_KINDS = ("user", "bot")
+
+
+def keep_granted_roles(
+    doc: Dict[str, Any], kind: str, current: Optional[Dict[str, Any]]
+) -> Dict[str, Any]:
+    """``doc`` with the roles ``current`` has beyond its own appended (users and bots)."""
+    if kind not in _GRANTABLE_KINDS or current is None:
+        return doc
+    wanted = (doc.get("spec") or {}).get("roles")
+    have = (current.get("spec") or {}).get("roles")
+    if not isinstance(wanted, list) or not isinstance(have, list):
+        return doc
+    extra = [role for role in have if role not in wanted]
+    if not extra:
+        return doc
+    merged = copy.deepcopy(doc)
+    # Every wanted role there already: keep Teleport's order, so nothing changes.
+    if all(role in have for role in wanted):
+        merged["spec"]["roles"] = list(have)
+    else:
+        merged["spec"]["roles"] = list(wanted) + extra
+    return merged
+
+
 def ensure_resources(
     runner: TctlRunner,
     documents: List[Dict[str, Any]],
@@ -208,9 +237,10 @@ def ensure_resources(
     secrets redacted).
     """
     plan = []
-    for doc in documents:
-        kind, name = resource_ref(doc)
+    for given in documents:
+        kind, name = resource_ref(given)
         current = _read(runner, kind, name)
+        doc = keep_granted_roles(given, kind, current)
         if state == "absent":
             action = "deleted" if current is not None else "unchanged"
         elif current is None:

@@ -21,6 +21,10 @@ description:
   - SSO connectors (C(github), C(saml), C(oidc)) are read with C(--with-secrets) so that a
     definition carrying a secret compares equal; secret values are redacted from the result
     and the diff.
+  - For users and bots, C(spec.roles) lists the roles they must have; roles granted elsewhere
+    (with M(teleport.event_handler.tctl_grant_role), for example) are kept, so the two modules
+    never undo each other. Remove a role with M(teleport.event_handler.tctl_grant_role) and
+    O(teleport.event_handler.tctl_grant_role#module:state=absent).
 author:
   - Teleport event handler maintainers (@teleport-event-handler)
 extends_documentation_fragment:

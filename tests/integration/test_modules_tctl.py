@@ -206,7 +206,9 @@ def test_tctl_resource_from_the_guides_file(cluster: Cluster, tmp_path: Path) ->
         module_defaults={"group/teleport.event_handler.tctl": cluster.connection()},
     )
     assert [r["action"] for r in results[0]["resources"]] == ["unchanged", "updated"]
-    assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER]
+    # The role the definition lists is back; the one added meanwhile is kept, as a
+    # grant would be (tctl_grant_role state=absent removes roles).
+    assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER, "access"]
 
 
 def test_tctl_resource_keeps_a_connector_secret_out_of_results(
@@ -587,3 +589,32 @@ def test_an_identity_mode_readable_by_others_is_refused(cluster: Cluster, tmp_pa
     assert results[0]["failed"]
     assert "mode=0644 would let every user of the host read" in results[0]["msg"]
     assert not identity.exists()  # refused before anything was signed or written
+
+
+def test_a_user_defined_and_granted_a_role_elsewhere_stays_as_both_say(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """tctl_resource lists the roles a user must have; tctl_grant_role's grants are kept."""
+    connection = cluster.connection()
+    user = {
+        "kind": "user",
+        "version": "v2",
+        "metadata": {"name": "alice"},
+        "spec": {"roles": ["access"]},
+    }
+    define = {"teleport.event_handler.tctl_resource": dict(connection, definition=user)}
+    grant = {
+        "teleport.event_handler.tctl_grant_role": dict(connection, user="alice", roles=["editor"])
+    }
+    results, _ = run_playbook(tmp_path, [define, grant, define, grant, define, grant])
+    assert changes(results) == [True, True, False, False, False, False]
+    assert sorted(cluster.get("user/alice")["spec"]["roles"]) == ["access", "editor"]
+    # A role the definition adds is added; the granted one stays.
+    more = {
+        "teleport.event_handler.tctl_resource": dict(
+            connection, definition={**user, "spec": {"roles": ["access", "auditor"]}}
+        )
+    }
+    results, _ = run_playbook(tmp_path, [more, grant, more])
+    assert changes(results) == [True, False, False]
+    assert sorted(cluster.get("user/alice")["spec"]["roles"]) == ["access", "auditor", "editor"]
