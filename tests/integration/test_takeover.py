@@ -128,8 +128,11 @@ class Corpus3:
         go_cursor_v2(directory, self.days[0], self.corpus.chunk_ids(self.days[0]), {})
         chunk_ids = self.corpus.chunk_ids(self.days[1])
         assert len(chunk_ids) >= 3, chunk_ids
-        half = len(chunk_ids) // 2
-        done, running = chunk_ids[:half], chunk_ids[half]
+        # The largest chunk is the one in progress (chunk sizes depend on the
+        # corpus's start time, so a fixed index may hold a single event).
+        running = max(chunk_ids, key=lambda c: len(self.corpus.chunks[c].positions))
+        others = [c for c in chunk_ids if c != running]
+        done = others[: len(others) // 2]
         for chunk_id in done:
             sent |= set(self.corpus.chunks[chunk_id].positions)
         members = self.corpus.chunks[running].positions
