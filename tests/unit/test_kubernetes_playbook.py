@@ -95,3 +95,35 @@ def test_without_an_identity_the_playbook_names_the_fix(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "event_handler_k8s_identity_file" in result.stdout
+
+
+def test_a_tbot_of_your_own_writes_the_identity_secret_the_chart_reads(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _run(
+        tmp_path,
+        "-e", f"event_handler_k8s_dir={out}",
+        "-e", f"event_handler_pki_dir={_pki(tmp_path)}",
+        "-e", "event_handler_identity_source=tbot",
+        "-e", "event_handler_k8s_tbot_in_chart=false",
+        "-e", "event_handler_tbot_proxy_server=teleport.example.com:443",
+        "-e", "event_handler_tbot_join_method=kubernetes",
+        "-e", "event_handler_tbot_token=event-handler-bot",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    values = yaml.safe_load((out / "values.yaml").read_text())
+    assert values["tbot"] == {"enabled": False}
+    assert values["teleport"]["identitySecretName"] == "teleport-event-handler-identity"
+    assert values["teleport"]["identitySecretPath"] == "identity"
+    tbot = yaml.safe_load((out / "tbot.yaml").read_text())
+    assert tbot["version"] == "v2" and tbot["proxy_server"] == "teleport.example.com:443"
+    assert tbot["onboarding"] == {"join_method": "kubernetes", "token": "event-handler-bot"}
+    assert tbot["storage"]["type"] == "kubernetes_secret"
+    assert tbot["outputs"] == [
+        {
+            "type": "identity",
+            "destination": {"type": "kubernetes_secret", "name": "teleport-event-handler-identity"},
+        }
+    ]
+    # The identity Secret is tbot's to write: secrets.yaml holds the client TLS only.
+    secrets = list(yaml.safe_load_all((out / "secrets.yaml").read_text()))
+    assert [s["metadata"]["name"] for s in secrets] == ["teleport-event-handler-client-tls"]
