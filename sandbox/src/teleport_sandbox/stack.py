@@ -605,6 +605,10 @@ class Stack:
             chunks += [os.path.join(directory, n) for n in names if n.endswith(".log")]
         return chunks
 
+    def wait_for_flush(self, timeout: float = 60.0) -> None:
+        """Wait until the running Fluentd wrote out what it acknowledged."""
+        self._wait_for_flush(timeout)
+
     def _wait_for_flush(self, timeout: float = 60.0) -> None:
         """Wait until the running Fluentd has written what it acknowledged."""
         if self._fluentd is None or self._fluentd.poll() is not None:

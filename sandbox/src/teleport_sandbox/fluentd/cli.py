@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stats-file", help="write request/record counts here (JSON)")
     parser.add_argument(
+        "--arrival-log",
+        help="append '<uid> <arrival unix ns> <event time>' per stored event (benchmarks)",
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             control_file=args.control_file,
             stats_file=args.stats_file,
             flush_interval=args.flush_interval,
+            arrival_log=args.arrival_log,
         )
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)

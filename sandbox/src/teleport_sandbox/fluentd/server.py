@@ -354,8 +354,12 @@ class FluentdServer:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         stdout: IO[bytes] | None = None,
         forward_port: int | None = None,
+        arrival_log: str | None = None,
     ) -> None:
         self.config = config
+        # Benchmarks: one "<uid> <arrival unix ns> <event time>" line per stored event.
+        self._arrivals: IO[bytes] | None = open(arrival_log, "ab") if arrival_log else None  # noqa: SIM115
+        self._arrivals_lock = threading.Lock()
         source = config.source
         self._where = f"{config.path}:{source.line}"
         self._context = (
@@ -482,6 +486,9 @@ class FluentdServer:
             thread.join(timeout=2)
         for output in self._outputs:
             output.close()
+        if self._arrivals is not None:
+            with self._arrivals_lock:
+                self._arrivals.close()
         self._write_stats()
         log.info("stats %s", orjson.dumps(self.stats.snapshot()).decode())
 
@@ -597,7 +604,19 @@ class FluentdServer:
             return False
         if events:
             self._outputs[index].emit(tag, events)
+            self._note_arrivals(events)
         return True
+
+    def _note_arrivals(self, events: list[Event]) -> None:
+        if self._arrivals is None:
+            return
+        now = time.time_ns()
+        lines = b"".join(
+            f"{record.get('uid')} {now} {record.get('time')}\n".encode() for _, record in events
+        )
+        with self._arrivals_lock:
+            self._arrivals.write(lines)
+            self._arrivals.flush()
 
     # --- one connection -----------------------------------------------------------
 
@@ -802,6 +821,7 @@ class FluentdServer:
         elif events:
             try:
                 self._outputs[index].emit(tag, events)
+                self._note_arrivals(events)
             except EmitError as exc:
                 # in_http.rb #on_request: "failed to emit data", 500.
                 log.error("failed to emit data error=%r", str(exc))

@@ -4,7 +4,7 @@
 
     sandbox-teleport init   --data-dir D [--cluster-name N] [--days 3] [--events-per-day N]
                             [--start-date YYYY-MM-DD] [--seed S] [--oversized N] [--unknown N]
-                            [--sessions-per-day N] [--force]
+                            [--sessions-per-day N] [--session-prints N] [--force]
     sandbox-teleport serve  --data-dir D [--listen 127.0.0.1:3025] [--port-file F]
                             [--mode bulk|legacy] [--live-rate N] [--fault K=V ...]
     sandbox-teleport proxy  --data-dir D --auth-addr HOST:PORT [--listen 127.0.0.1:3080]
@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--oversized", type=int, default=0, help="events whose JSON is > 1 MiB")
     init.add_argument("--unknown", type=int, default=0, help="events of undefined types")
     init.add_argument("--sessions-per-day", type=int, default=20)
+    init.add_argument(
+        "--session-prints",
+        type=int,
+        default=0,
+        help="print events per session recording (default: between 6 and 40)",
+    )
     init.add_argument("--force", action="store_true", help="regenerate an existing corpus")
 
     serve = sub.add_parser("serve", help="serve the cluster's gRPC API until SIGTERM")
@@ -169,6 +175,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             oversized=args.oversized,
             unknown=args.unknown,
             sessions_per_day=args.sessions_per_day,
+            session_prints=args.session_prints,
         ),
         force=args.force,
     )

@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -240,6 +240,7 @@ class GenerateOptions:
     oversized: int = 0
     unknown: int = 0
     sessions_per_day: int = 20
+    session_prints: int = 0  # print events per recording; 0: between 6 and 40
 
 
 def varint(value: int) -> bytes:
@@ -629,9 +630,9 @@ class _Generator:
     # ---- sessions -------------------------------------------------------
 
     def new_session(
-        self, rng: random.Random, start_ns: int, end_ns: int, upload_ns: int
+        self, rng: random.Random, start_ns: int, end_ns: int, upload_ns: int, prints: int = 0
     ) -> Session:
-        return Session(
+        session = Session(
             sid=_uuid(rng),
             user=rng.choice(_USERS),
             login=rng.choice(_LOGINS),
@@ -642,6 +643,8 @@ class _Generator:
             prints=rng.randint(6, 40),
             seed=rng.getrandbits(32),
         )
+        # The draws above happen either way, so a corpus is the same but for its recordings.
+        return replace(session, prints=prints) if prints > 0 else session
 
     def _session_common(self, s: Session) -> dict[str, Any]:
         node = self.nodes[s.node]
@@ -926,7 +929,7 @@ def generate_corpus(
             t0 = lo + rng.randrange(max(1, span - dur - dur // 4 - 2))
             t1 = t0 + max(1, dur)
             tu = t1 + max(1, min(rng.randint(1, 30) * _NS, dur // 4 + 1))
-            s = gen.new_session(rng, t0, t1, min(tu, hi - 1))
+            s = gen.new_session(rng, t0, t1, min(tu, hi - 1), options.session_prints)
             sessions.append(s)
             items.append((s.start_ns, gen.session_start(s), 0))
             items.append((s.end_ns, gen.session_end(s), 0))
