@@ -508,7 +508,9 @@ def sessions(work: str, count: int, per_session: int) -> None:
         )
         fresh_fluentd(stack)
         log("handler: audit log and recordings")
-        row = run_handler(stack, toml_for(stack, forward=False), "--exit-on-last-event")
+        # Every recorded event is forwarded (the default skips print events, the bulk of one).
+        toml = toml_for(stack, forward=False, skip_session_types=[])
+        row = run_handler(stack, toml, "--exit-on-last-event")
         records, distinct = arrived(stack, "session")
         row.name, row.events, row.ceiling = (
             "handler, session recordings, HTTP arrays",

@@ -56,7 +56,8 @@ from teleport_event_handler.teleport import (
 
 log = logging.getLogger("teleport_event_handler")
 
-# Bulk export polls a day for new chunks this often once caught up (Teleport: 16 s).
+# Caught up, bulk export polls for new chunks after 0.5 s, doubling the wait while
+# nothing new appears, up to this (Teleport's exporter: 16 s).
 BULK_POLL_INTERVAL = 16.0
 PROGRESS_INTERVAL = 60.0
 SHUTDOWN_GRACE = 5.0

@@ -104,6 +104,30 @@ def test_live_events_in_the_current_window_arrive_exactly_once(legacy: Stack, ba
     _assert_exactly_once(legacy, legacy.teleport_uids())
 
 
+def test_a_caught_up_bulk_export_picks_up_new_chunks_within_seconds(bulk: Stack) -> None:
+    """Teleport's exporter waits 16 s between polls once caught up; the bulk engine
+    polls every 0.5 s for a while after new chunks, so live events follow within
+    about a second (the live-tail p99 target is 2 s), and backs off to 16 s when idle."""
+    toml = bulk.handler_toml(start_time=bulk.corpus_start())
+    proc = bulk.start_handler(toml)
+    try:
+        corpus = bulk.teleport_uids()
+        bulk.wait_until(proc, lambda: set(_counts(bulk)) >= corpus, "the corpus", 60)
+        time.sleep(2.0)  # caught up: the engine polls and finds nothing new
+        delays = []
+        for _ in range(3):
+            appended = set(_append(bulk, 20))
+            asked = time.monotonic()
+            bulk.wait_until(proc, lambda a=appended: set(_counts(bulk)) >= a, "the new events", 30)
+            delays.append(time.monotonic() - asked)
+        # Arrival includes the sandbox Fluentd's flush (0.2 s) and reading its files.
+        assert max(delays) < 3.0, delays
+        _assert_exactly_once(bulk, corpus | set(_counts(bulk)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
 @pytest.mark.parametrize("whole_seconds", [False, True], ids=["exact", "dynamodb-seconds"])
 def test_events_on_window_boundaries_arrive_exactly_once(
     template: str, tmp_path: Path, whole_seconds: bool
