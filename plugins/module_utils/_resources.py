@@ -20,6 +20,9 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._duration i
     is_duration,
     parse_duration,
 )
+from ansible_collections.teleport.event_handler.plugins.module_utils._grants import (
+    MAPPING_FIELDS,
+)
 from ansible_collections.teleport.event_handler.plugins.module_utils._tctl import TctlRunner
 
 __all__ = [
@@ -202,25 +205,73 @@ def _read(runner: TctlRunner, kind: str, name: str) -> Optional[Dict[str, Any]]:
 _GRANTABLE_KINDS = ("user", "bot")
 
 
+def _merged_roles(wanted: List[Any], have: List[Any]) -> List[Any]:
+    """``wanted`` plus the roles only ``have`` lists; ``have`` itself when it holds them all."""
+    extra = [role for role in have if role not in wanted]
+    if not extra:
+        return wanted
+    # Every wanted role there already: keep Teleport's order, so nothing changes.
+    if all(role in have for role in wanted):
+        return list(have)
+    return list(wanted) + extra
+
+
 def keep_granted_roles(
     doc: Dict[str, Any], kind: str, current: Optional[Dict[str, Any]]
 ) -> Dict[str, Any]:
-    """``doc`` with the roles ``current`` has beyond its own appended (users and bots)."""
-    if kind not in _GRANTABLE_KINDS or current is None:
+    """``doc`` with what ``current`` was granted beyond it kept.
+
+    Users and bots keep roles beyond their ``spec.roles``; SSO connectors keep
+    roles added to a mapping and mappings added whole (tctl_grant_role's
+    ``mapping``, ``create_mapping``), matched by the fields that select one.
+    """
+    if current is None:
         return doc
-    wanted = (doc.get("spec") or {}).get("roles")
-    have = (current.get("spec") or {}).get("roles")
-    if not isinstance(wanted, list) or not isinstance(have, list):
+    spec = doc.get("spec") or {}
+    have_spec = current.get("spec") or {}
+    if kind in _GRANTABLE_KINDS:
+        wanted, have = spec.get("roles"), have_spec.get("roles")
+        if not isinstance(wanted, list) or not isinstance(have, list):
+            return doc
+        roles = _merged_roles(wanted, have)
+        if roles is wanted:
+            return doc
+        merged = copy.deepcopy(doc)
+        merged["spec"]["roles"] = roles
+        return merged
+    if kind not in MAPPING_FIELDS:
         return doc
-    extra = [role for role in have if role not in wanted]
-    if not extra:
+    list_key, fields = MAPPING_FIELDS[kind]
+    wanted_entries, have_entries = spec.get(list_key), have_spec.get(list_key)
+    if not isinstance(wanted_entries, list) or not isinstance(have_entries, list):
+        return doc
+
+    def selector(entry: Any) -> Optional[Tuple[str, ...]]:
+        if not isinstance(entry, dict):
+            return None
+        return tuple(str(entry.get(field)) for field in fields)
+
+    entries = copy.deepcopy(wanted_entries)
+    by_selector = {selector(e): e for e in entries if selector(e) is not None}
+    changed = False
+    for have in have_entries:
+        key = selector(have)
+        if key is None or not isinstance(have.get("roles"), list):
+            continue
+        entry = by_selector.get(key)
+        if entry is None:
+            entries.append(copy.deepcopy(have))
+            by_selector[key] = entries[-1]
+            changed = True
+        elif isinstance(entry.get("roles"), list):
+            roles = _merged_roles(entry["roles"], have["roles"])
+            if roles is not entry["roles"]:
+                entry["roles"] = roles
+                changed = True
+    if not changed:
         return doc
     merged = copy.deepcopy(doc)
-    # Every wanted role there already: keep Teleport's order, so nothing changes.
-    if all(role in have for role in wanted):
-        merged["spec"]["roles"] = list(have)
-    else:
-        merged["spec"]["roles"] = list(wanted) + extra
+    merged["spec"][list_key] = entries
     return merged
 
 

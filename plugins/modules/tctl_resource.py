@@ -23,7 +23,10 @@ description:
     and the diff.
   - For users and bots, C(spec.roles) lists the roles they must have; roles granted elsewhere
     (with M(teleport.event_handler.tctl_grant_role), for example) are kept, so the two modules
-    never undo each other. Remove a role with M(teleport.event_handler.tctl_grant_role) and
+    never undo each other. The same holds for the role mappings of SSO connectors
+    (C(teams_to_roles), C(attributes_to_roles), C(claims_to_roles)); roles added to a mapping and
+    mappings added whole elsewhere are kept. Remove a role with
+    M(teleport.event_handler.tctl_grant_role) and
     O(teleport.event_handler.tctl_grant_role#module:state=absent).
 author:
   - Teleport event handler maintainers (@teleport-event-handler)

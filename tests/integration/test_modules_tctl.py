@@ -618,3 +618,50 @@ def test_a_user_defined_and_granted_a_role_elsewhere_stays_as_both_say(
     results, _ = run_playbook(tmp_path, [more, grant, more])
     assert changes(results) == [True, False, False]
     assert sorted(cluster.get("user/alice")["spec"]["roles"]) == ["access", "auditor", "editor"]
+
+
+def test_a_connector_defined_and_granted_a_role_elsewhere_stays_as_both_say(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """An SSO connector's mappings: grants to a mapping, and mappings added whole, are kept."""
+    connection = cluster.connection()
+    connector = {
+        "kind": "github",
+        "version": "v3",
+        "metadata": {"name": "github"},
+        "spec": {
+            "client_id": "abc",
+            "client_secret": GITHUB_SECRET,
+            "display": "GitHub",
+            "teams_to_roles": [{"organization": "octocats", "team": "admins", "roles": ["access"]}],
+        },
+    }
+    define = {"teleport.event_handler.tctl_resource": dict(connection, definition=connector)}
+    grant = {
+        "teleport.event_handler.tctl_grant_role": dict(
+            connection,
+            connector_kind="github",
+            connector_name="github",
+            mapping={"organization": "octocats", "team": "admins"},
+            roles=["editor"],
+        )
+    }
+    grant_new_mapping = {
+        "teleport.event_handler.tctl_grant_role": dict(
+            connection,
+            connector_kind="github",
+            connector_name="github",
+            mapping={"organization": "octocats", "team": "auditors"},
+            roles=["auditor"],
+        )
+    }
+    results, output = run_playbook(
+        tmp_path, [define, grant, grant_new_mapping, define, grant, grant_new_mapping, define]
+    )
+    assert changes(results) == [True, True, True, False, False, False, False]
+    stored = json.loads(cluster.tctl("get", "github/github", "--format=json", "--with-secrets"))
+    assert stored[0]["spec"]["teams_to_roles"] == [
+        {"organization": "octocats", "team": "admins", "roles": ["access", "editor"]},
+        {"organization": "octocats", "team": "auditors", "roles": ["auditor"]},
+    ]
+    assert GITHUB_SECRET not in output

@@ -16,6 +16,7 @@ from ansible_collections.teleport.event_handler.plugins.module_utils._duration i
 from ansible_collections.teleport.event_handler.plugins.module_utils._resources import (
     REDACTED,
     ResourceError,
+    keep_granted_roles,
     load_definitions,
     matches,
     project,
@@ -111,3 +112,49 @@ def test_secret_values_are_what_redact_hides():
     ]
     assert secret_values(docs) == ["PEM", "s3cr3t"]
     assert not set(secret_values(docs)) & set(str(redact(docs)).split("'"))
+
+
+def _github(mappings: list[dict[str, object]]) -> dict[str, object]:
+    return {"kind": "github", "metadata": {"name": "gh"}, "spec": {"teams_to_roles": mappings}}
+
+
+def test_connector_mappings_keep_roles_and_mappings_granted_elsewhere() -> None:
+    wanted = _github([{"organization": "acme", "team": "ops", "roles": ["access"]}])
+    # tctl_grant_role added a role to the mapping and a mapping of its own.
+    current = _github(
+        [
+            {"organization": "acme", "team": "ops", "roles": ["access", "event-handler"]},
+            {"organization": "acme", "team": "audit", "roles": ["event-handler"]},
+        ]
+    )
+    merged = keep_granted_roles(wanted, "github", current)
+    assert merged["spec"]["teams_to_roles"] == current["spec"]["teams_to_roles"]
+    assert matches(merged, current)
+    assert wanted["spec"]["teams_to_roles"] == [
+        {"organization": "acme", "team": "ops", "roles": ["access"]}
+    ]  # the definition itself is left as given
+
+
+def test_connector_mappings_still_get_the_roles_the_definition_asks_for() -> None:
+    wanted = {
+        "kind": "saml",
+        "metadata": {"name": "okta"},
+        "spec": {"attributes_to_roles": [{"name": "groups", "value": "ops", "roles": ["editor"]}]},
+    }
+    current = {
+        "kind": "saml",
+        "metadata": {"name": "okta"},
+        "spec": {"attributes_to_roles": [{"name": "groups", "value": "ops", "roles": ["viewer"]}]},
+    }
+    merged = keep_granted_roles(wanted, "saml", current)
+    assert merged["spec"]["attributes_to_roles"] == [
+        {"name": "groups", "value": "ops", "roles": ["editor", "viewer"]}
+    ]
+    assert not matches(merged, current)
+
+
+def test_users_keep_granted_roles_in_teleports_order() -> None:
+    wanted = {"kind": "user", "metadata": {"name": "ops"}, "spec": {"roles": ["access"]}}
+    current = {"kind": "user", "metadata": {"name": "ops"}, "spec": {"roles": ["x", "access"]}}
+    assert keep_granted_roles(wanted, "user", current)["spec"]["roles"] == ["x", "access"]
+    assert keep_granted_roles(wanted, "user", None) is wanted
