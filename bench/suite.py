@@ -157,7 +157,10 @@ def arrived(stack: Stack, prefix: str) -> tuple[int, int]:
                 if line.strip():
                     record = orjson.loads(line)
                     records += 1
-                    uids.add(str(record.get("uid", "")) + "/" + str(record.get("ei", "")))
+                    # Recorded events (print) have no uid: a session's are told by their index.
+                    uids.add(
+                        f"{record.get('uid', '')}/{record.get('sid', '')}/{record.get('ei', '')}"
+                    )
     return records, len(uids)
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from teleport_event_handler.events import struct_to_dict
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
+from teleport_event_handler.sessions import STREAM_ATTEMPTS
 from teleport_sandbox.stack import HANDLER_ROLE_YAML, Stack
 from teleport_sandbox.teleport.corpus import Corpus
 
@@ -269,3 +270,29 @@ def test_without_session_permission_one_error_names_the_fix_and_audit_goes_on(
     assert "the audit export goes on" in denied[0]
     # The sessions wait in the state for a run with the permission.
     assert {status for _, _, status in _sessions_table(bulk_stack)} == {"pending"}
+
+
+def test_an_outage_of_teleport_never_skips_a_recording(bulk_stack: Stack) -> None:
+    """UNAVAILABLE does not count toward the attempts after which a session is skipped
+    (the Go plugin's rule, which lost a recording's events in bench/faults.py)."""
+    bulk_stack.run_teleport_cli(
+        "faults", "set", "unavailable=1.0", "methods=StreamUnstructuredSessionEvents"
+    )
+    toml = bulk_stack.handler_toml(start_time=bulk_stack.corpus_start())
+    proc = bulk_stack.start_handler(toml, env=FAST_RETRIES)
+    try:
+        # Far more failures per session than the attempts a broken recording gets.
+        bulk_stack.wait_until(
+            proc,
+            lambda: (
+                bulk_stack.handler_log().count("stream failed at index 0") >= 6 * STREAM_ATTEMPTS
+            ),
+            "sessions failing for a while",
+        )
+        bulk_stack.run_teleport_cli("faults", "clear")
+        want = _expected(bulk_stack, ("print", "desktop.recording"))
+        bulk_stack.wait_until(proc, lambda: _received(bulk_stack) == want, "every recording", 90)
+        assert "skipped after" not in bulk_stack.handler_log()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
