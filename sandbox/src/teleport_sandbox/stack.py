@@ -575,9 +575,11 @@ class Stack:
     def received(self, prefix: str = "audit") -> list[dict[str, Any]]:
         """Every record Fluentd wrote for ``prefix`` (audit or session), once flushed."""
         records: list[dict[str, Any]] = []
+        # First the flush: a real Fluentd creates the output directory only when it
+        # first writes a chunk out, so a missing directory may just mean "not yet".
+        self._wait_for_flush()
         if not os.path.isdir(self.out_dir):
             return records
-        self._wait_for_flush()
         for name in sorted(os.listdir(self.out_dir)):
             if name.startswith(prefix) and name.endswith(".log"):
                 with open(os.path.join(self.out_dir, name), "rb") as handle:
