@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import msgpack
 import orjson
+from throughput import high_water_kib  # bench/ is the script's directory
 
 from teleport_event_handler.teleport import TeleportClient, load_identity_file
 from teleport_sandbox.stack import Stack
@@ -105,17 +106,6 @@ def log(message: str) -> None:
 
 
 # --- the handler --------------------------------------------------------------------
-
-
-def high_water_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_handler(

@@ -79,7 +79,7 @@ def run(template: str, work: str, scenario: Scenario, fluentd: str) -> tuple[int
         proc = stack.start_handler(toml, "--exit-on-last-event")
         peak_kib = 0
         while proc.poll() is None:
-            peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+            peak_kib = max(peak_kib, high_water_kib(proc.pid))
             time.sleep(0.02)
         elapsed = time.monotonic() - started
         if proc.returncode != 0:
@@ -91,7 +91,7 @@ def run(template: str, work: str, scenario: Scenario, fluentd: str) -> tuple[int
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _high_water_kib(pid: int) -> int:
+def high_water_kib(pid: int) -> int:
     """The process's peak RSS so far (VmHWM). ``wait4``'s ru_maxrss would count
     the benchmark's own memory, which the child holds between fork and exec."""
     try:

@@ -211,12 +211,9 @@ def test_tctl_resource_from_the_guides_file(cluster: Cluster, tmp_path: Path) ->
     assert cluster.get(f"user/{HANDLER}")["spec"]["roles"] == [HANDLER, "access"]
 
 
-def test_tctl_resource_keeps_a_connector_secret_out_of_results(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    # The definition itself carries the secret: neither the diff nor the
-    # output at -vvv (which echoes the module's arguments) may show it.
-    connector = {
+def _github_connector() -> dict[str, Any]:
+    """A GitHub connector with a secret and one mapping: octocats/admins -> access."""
+    return {
         "kind": "github",
         "version": "v3",
         "metadata": {"name": "github"},
@@ -227,6 +224,14 @@ def test_tctl_resource_keeps_a_connector_secret_out_of_results(
             "teams_to_roles": [{"organization": "octocats", "team": "admins", "roles": ["access"]}],
         },
     }
+
+
+def test_tctl_resource_keeps_a_connector_secret_out_of_results(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The definition itself carries the secret: neither the diff nor the
+    # output at -vvv (which echoes the module's arguments) may show it.
+    connector = _github_connector()
     args = dict(cluster.connection(), definition=connector)
     results, output = run_playbook(
         tmp_path, four_times("tctl_resource", args), env={"ANSIBLE_VERBOSITY": "3"}
@@ -247,21 +252,7 @@ def test_tctl_grant_role_to_user_bot_and_connector(cluster: Cluster, tmp_path: P
     cluster.tctl(
         "create",
         "-",
-        stdin=json.dumps(
-            {
-                "kind": "github",
-                "version": "v3",
-                "metadata": {"name": "github"},
-                "spec": {
-                    "client_id": "abc",
-                    "client_secret": GITHUB_SECRET,
-                    "display": "GitHub",
-                    "teams_to_roles": [
-                        {"organization": "octocats", "team": "admins", "roles": ["access"]}
-                    ],
-                },
-            }
-        ),
+        stdin=json.dumps(_github_connector()),
     )
     user = dict(connection, user="alice", roles=["teleport-event-handler-impersonator"])
     bot = dict(connection, bot="my-bot", roles=[HANDLER])
@@ -625,17 +616,7 @@ def test_a_connector_defined_and_granted_a_role_elsewhere_stays_as_both_say(
 ) -> None:
     """An SSO connector's mappings: grants to a mapping, and mappings added whole, are kept."""
     connection = cluster.connection()
-    connector = {
-        "kind": "github",
-        "version": "v3",
-        "metadata": {"name": "github"},
-        "spec": {
-            "client_id": "abc",
-            "client_secret": GITHUB_SECRET,
-            "display": "GitHub",
-            "teams_to_roles": [{"organization": "octocats", "team": "admins", "roles": ["access"]}],
-        },
-    }
+    connector = _github_connector()
     define = {"teleport.event_handler.tctl_resource": dict(connection, definition=connector)}
     grant = {
         "teleport.event_handler.tctl_grant_role": dict(
