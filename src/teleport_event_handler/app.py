@@ -53,6 +53,7 @@ from teleport_event_handler.teleport import (
     load_identity_file,
     load_key_pair,
 )
+from teleport_event_handler.workers import ExportWorkers, WorkerSpec
 
 log = logging.getLogger("teleport_event_handler")
 
@@ -227,6 +228,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
         workers=config.fluentd_max_connections,
     )
     sessions: SessionExporter | None = None
+    workers: ExportWorkers | None = None
     try:
         pong = call_with_retry("Ping", client.ping, client, shutdown)
         log.info(
@@ -276,6 +278,24 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
         monitor.start(shutdown)
         if bulk:
             log.info("the cluster serves bulk export: using the per-day chunk engine")
+            if config.export_workers:
+                workers = ExportWorkers(
+                    config.export_workers,
+                    WorkerSpec(
+                        addr=config.teleport_addr,
+                        identity=config.teleport_identity,
+                        cert=config.teleport_cert,
+                        key=config.teleport_key,
+                        ca=config.teleport_ca,
+                        api_version=config.teleport_api_version,
+                        via_proxy=client.via_proxy,
+                        type_filter=type_filter,
+                        log_level=log.getEffectiveLevel(),
+                    ),
+                    shutdown,
+                )
+                workers.start()
+                log.info("bulk export: %d worker processes stream the chunks", workers.count)
             engine: Engine = BulkEngine(
                 client=client,
                 state=state,
@@ -284,7 +304,8 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
                 start_time=start_time,
                 type_filter=type_filter,
                 poll_interval=BULK_POLL_INTERVAL,
-                chunk_concurrency=max(config.concurrency // 4, 3),
+                chunk_concurrency=config.export_workers or max(config.concurrency // 4, 3),
+                workers=workers,
                 exit_on_last_event=config.exit_on_last_event,
                 observers=observers,
                 schedule_sessions=True,
@@ -326,6 +347,8 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
         # (as the Go plugin's 5 s); then they are aborted, and never committed.
         pipeline.close(SHUTDOWN_GRACE if shutdown.requested else 30.0)
         shutdown.request()
+        if workers is not None:
+            workers.close()
         client.close()
         sink.close()
         pipeline.join(SHUTDOWN_GRACE)

@@ -162,6 +162,7 @@ class Config:
     exit_on_last_event: bool = False
     concurrency: int = 5
     window_size: float = 86400.0
+    export_workers: int = 0
     # lock
     lock_enabled: bool = False
     lock_failed_attempts_count: int = 3
@@ -511,6 +512,16 @@ OPTIONS: tuple[Option, ...] = (
         "time window of one events query (legacy engine)",
         _INGEST,
         minimum=0,
+    ),
+    Option(
+        "export-workers",
+        "int",
+        ("FDFWD_EXPORT_WORKERS",),
+        "worker processes that stream and convert bulk export chunks, one chunk each "
+        "(0: threads of this process)",
+        _INGEST,
+        minimum=0,
+        ours=True,
     ),
     # lock
     Option(

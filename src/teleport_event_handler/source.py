@@ -42,6 +42,7 @@ from teleport_event_handler.teleport import (
     needs_a_person,
     other_cluster_problem,
 )
+from teleport_event_handler.workers import ExportWorkers, Record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,12 +204,24 @@ class Engine:
         if not self.type_filter.wants(event_type):
             self.pipeline.submit(None, update)
             return
+        self._hand_over(event, event_type, struct_to_json(event.unstructured), update)
+
+    def submit_converted(self, record: Record, update: Update) -> None:
+        """Hand over one event a worker process filtered and converted."""
+        _, head, body = record
+        if body is None:
+            self.pipeline.submit(None, update)
+            return
+        event = auditlog_pb2.EventUnstructured.FromString(head)
+        self._hand_over(event, event.type, body, update)
+
+    def _hand_over(
+        self, event: auditlog_pb2.EventUnstructured, event_type: str, body: bytes, update: Update
+    ) -> None:
         for observe in self.observers:
             observe(event, event_type)
         scheduled = scheduled_by(event, event_type) if self.schedule_sessions else None
-        self.pipeline.submit(
-            struct_to_json(event.unstructured), update, (scheduled,) if scheduled else ()
-        )
+        self.pipeline.submit(body, update, (scheduled,) if scheduled else ())
 
 
 @dataclass
@@ -307,6 +320,8 @@ class BulkEngine(Engine):
 
     chunk_concurrency: int = 3
     min_poll_interval: float = 0.5
+    # Worker processes that stream and convert chunks (export-workers); None: threads.
+    workers: ExportWorkers | None = None
     # Chunks read to their end by this process (their commit may be pending).
     _finished: dict[str, set[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -414,6 +429,14 @@ class BulkEngine(Engine):
         def stream() -> None:
             nonlocal position
             try:
+                if self.workers is not None:
+                    for batch in self.workers.export(day, chunk, position):
+                        for record in batch:
+                            position = record[0]
+                            self.submit_converted(record, ChunkCursor(name, chunk, position))
+                        if self.shutdown.requested:
+                            raise Stopped
+                    return
                 for item in self.client.export_events(day, chunk, position):
                     position = item.cursor
                     self.submit(item.event, ChunkCursor(name, chunk, position))

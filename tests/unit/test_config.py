@@ -66,6 +66,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "exit-on-last-event": ("true", "true", True),
     "concurrency": ("8", "8", 8),
     "window-size": ("1h", '"1h"', 3600.0),
+    "export-workers": ("4", "4", 4),
     "lock-enabled": ("true", "true", True),
     "lock-failed-attempts-count": ("5", "5", 5),
     "lock-period": ("2m", '"2m"', 120.0),
