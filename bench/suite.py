@@ -15,7 +15,9 @@ backlog
     and the sandbox Teleport's own streaming rate to a bare reader (the bulk
     export with three chunks at once, as the handler; paged search with pages
     of 500, as the legacy engine). "of ceiling" is the handler's rate over the
-    lower of its source and sink ceilings.
+    lower of its source and sink ceilings. Each engine also runs without the
+    compiled accelerator (accel/), and the bulk engine with two worker
+    processes (``export-workers = 2``).
 latency
     25 ms added to every answer of the sandbox Fluentd (Teleport #56268): the
     default (arrays, parallel connections) against one event per request sent
@@ -60,6 +62,7 @@ import msgpack
 import orjson
 from throughput import high_water_kib  # bench/ is the script's directory
 
+from teleport_event_handler.events import NO_ACCEL_ENV
 from teleport_event_handler.teleport import TeleportClient, load_identity_file
 from teleport_sandbox.stack import Stack
 from teleport_sandbox.teleport.corpus import all_events
@@ -341,6 +344,18 @@ def corpus_json(stack: Stack) -> list[bytes]:
 # --- scenarios ------------------------------------------------------------------------
 
 
+def variants(mode: str) -> list[tuple[bool, str, dict[str, object], dict[str, str]]]:
+    """The handler runs of the backlog: (Forward?, name, TOML overrides, environment)."""
+    runs: list[tuple[bool, str, dict[str, object], dict[str, str]]] = [
+        (False, "HTTP arrays", {}, {}),
+        (True, "Forward", {}, {}),
+        (False, "HTTP arrays, pure Python (no accelerator)", {}, {NO_ACCEL_ENV: "1"}),
+    ]
+    if mode == "bulk":
+        runs.append((False, "HTTP arrays, export-workers = 2", {"export_workers": 2}, {}))
+    return runs
+
+
 def backlog(work: str, events: int, days: int) -> None:
     per_day = -(-events // days)
     log(f"generating {days} days x {per_day:,} events ...")
@@ -384,11 +399,12 @@ def backlog(work: str, events: int, days: int) -> None:
             count, seconds = measure(stack, days)
             source[mode] = count / seconds
             rows.append(Row(f"sandbox Teleport streaming, {what}", count, seconds))
-            for forward in (False, True):
-                name = f"handler, {mode} engine, {'Forward' if forward else 'HTTP arrays'}"
+            for forward, how, overrides, env in variants(mode):
+                name = f"handler, {mode} engine, {how}"
                 fresh_fluentd(stack)
                 log(name)
-                row = run_handler(stack, toml_for(stack, forward=forward), "--exit-on-last-event")
+                toml = toml_for(stack, forward=forward, **overrides)
+                row = run_handler(stack, toml, "--exit-on-last-event", env=env)
                 records, distinct = arrived(stack, "audit")
                 row.name, row.events = name, records
                 row.ceiling = min(source[mode], sink[forward])

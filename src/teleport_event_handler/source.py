@@ -188,12 +188,6 @@ class Engine:
             what, call, self.client, self.shutdown, progress, persistent=persistent
         )
 
-    def body(self, event: auditlog_pb2.EventUnstructured) -> bytes | None:
-        """The JSON to send, or None for an event the filters drop."""
-        if self.type_filter.wants(event_type_of(event)):
-            return struct_to_json(event.unstructured)
-        return None
-
     def submit(self, event: auditlog_pb2.EventUnstructured, update: Update) -> None:
         """Hand one event to the pipeline, with the session it schedules, if any.
 
