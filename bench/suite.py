@@ -4,6 +4,7 @@
     .venv/bin/python bench/suite.py latency  [--events 20000] [--serial-seconds 30]
     .venv/bin/python bench/suite.py live     [--rate 2000] [--seconds 60]
     .venv/bin/python bench/suite.py sessions [--sessions 500] [--events-per-session 2000]
+    .venv/bin/python bench/suite.py workers  [--events 300000] [--counts 0,1,2,3]
 
 backlog
     A backlog of ``--events`` over ``--days`` days exported into the real
@@ -31,6 +32,10 @@ sessions
     ``--sessions`` recordings of ``--events-per-session`` events each, exported
     into the real Fluentd, beside the sandbox's own rate of streaming the same
     recordings to a bare reader with the handler's session concurrency.
+workers
+    The bulk engine with 0, 1, 2 and 3 worker processes (``export-workers``):
+    CPU per event of the engine's own process (the part bound to one core)
+    and of the workers (the part that spreads over cores).
 
 Every handler row gives the peak RSS (VmHWM) and CPU seconds (user + system)
 per 100,000 events, and checks that every event arrived, once.
@@ -564,6 +569,66 @@ def clients(work: str, events: int, trees: list[str], rounds: int) -> None:
     print_table(f"HTTP clients: {events:,} events (one event per request: 60 s)", rows)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of one process so far (from /proc), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def workers(work: str, events: int, days: int, counts: list[int]) -> None:
+    """Where the bulk engine's CPU goes with 0..N worker processes: the engine's
+    own process (the part that stays on one GIL) against the workers."""
+    per_day = -(-events // days)
+    log(f"generating {days} days x {per_day:,} events ...")
+    stack = Stack(root=os.path.join(work, "workers"), days=days, events_per_day=per_day)
+    stack.init(["--sessions-per-day", "0"])
+    title = f"Bulk engine, {events:,} events over {days} days into the real Fluentd"
+    print(f"\n{title}: CPU per event\n")
+    print("| export-workers | events/s | engine process µs/event | worker processes µs/event |")
+    print("|---:|---:|---:|---:|")
+    try:
+        stack.start_teleport(mode="bulk")
+        for count in counts:
+            fresh_fluentd(stack)
+            log(f"export-workers = {count}")
+            toml = toml_for(stack, forward=False, export_workers=count)
+            started = time.monotonic()
+            proc = stack.start_handler(toml, "--exit-on-last-event")
+            last: dict[int, float] = {}
+            while proc.poll() is None:
+                for pid in [proc.pid, *_children(proc.pid)]:
+                    seconds = _cpu_seconds(pid)
+                    if seconds is not None:
+                        last[pid] = seconds
+                time.sleep(0.1)
+            elapsed = time.monotonic() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"handler exited {proc.returncode}; see {stack.root}/handler.log")
+            records, distinct = arrived(stack, "audit")
+            if distinct != records:
+                raise SystemExit(f"{records - distinct} events arrived twice")
+            engine = last.pop(proc.pid, 0.0)
+            print(
+                f"| {count} | {records / elapsed:,.0f} | {engine / records * 1e6:.0f} "
+                f"| {sum(last.values()) / records * 1e6:.0f} |"
+            )
+            sys.stdout.flush()
+    finally:
+        stack.stop()
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="scenario", required=True)
@@ -579,6 +644,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p = sub.add_parser("sessions")
     p.add_argument("--sessions", type=int, default=500)
     p.add_argument("--events-per-session", type=int, default=2000)
+    p = sub.add_parser("workers")
+    p.add_argument("--events", type=int, default=300_000)
+    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--counts", default="0,1,2,3", help="export-workers values to run")
     p = sub.add_parser("clients")
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--rounds", type=int, default=2)
@@ -598,6 +667,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             latency(work, args.events, args.serial_seconds)
         elif args.scenario == "clients":
             clients(work, args.events, args.tree, args.rounds)
+        elif args.scenario == "workers":
+            workers(work, args.events, args.days, [int(n) for n in args.counts.split(",")])
         elif args.scenario == "live":
             live(work, args.rate, args.seconds)
         else:
