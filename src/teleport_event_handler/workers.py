@@ -35,7 +35,9 @@ import grpc
 
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.events import TypeFilter, event_type_of, struct_to_json
+from teleport_event_handler.locks import LOGIN_EVENT
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
+from teleport_event_handler.sessions import SESSION_UPLOAD
 from teleport_event_handler.teleport import TeleportClient, TeleportError, credential_loader
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ BATCH = 200
 # Event types whose whole message the engine needs (the session a
 # session.upload schedules, the failed login a user.login reports); for the
 # rest it gets the type, id and time, which is what its observers read.
-WHOLE_TYPES = frozenset({"session.upload", "user.login"})
+WHOLE_TYPES = frozenset({SESSION_UPLOAD, LOGIN_EVENT})
 POLL = 0.5
 
 # One exported event: (cursor after it, event as a serialised EventUnstructured
