@@ -1,4 +1,4 @@
-"""The payload-to-JSON conversion alone: µs per event, three ways, on the sandbox corpus.
+"""The per-event conversions alone: µs per event, each way, on the sandbox corpus.
 
     .venv/bin/python bench/convert.py [--events 5000] [--rounds 5]
 
@@ -6,7 +6,9 @@ Events come from the sandbox corpus generator (the kinds and sizes the
 backlog benchmark exports). Rows: protobuf's own ``json_format.MessageToJson``,
 the forwarder's Python walk (``python_struct_to_json``), and the compiled
 accelerator (``accel/``) including the payload's serialisation it reads.
-The best of ``--rounds`` rounds is printed.
+Then the Forward protocol's entry of each event's JSON (``[EventTime,
+record]`` as msgpack): the Python encoding (orjson, msgpack, the time parsed)
+and the accelerator's. The best of ``--rounds`` rounds is printed.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import argparse
 import random
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from google.protobuf import json_format, struct_pb2
 
 from teleport_event_handler.events import python_struct_to_json
+from teleport_event_handler.forward import python_encode_entry
 from teleport_sandbox.teleport import corpus
+
+T = TypeVar("T")
 
 
 def _events(count: int) -> list[struct_pb2.Struct]:
@@ -32,9 +38,7 @@ def _events(count: int) -> list[struct_pb2.Struct]:
     return out
 
 
-def _best(
-    events: list[struct_pb2.Struct], convert: Callable[[struct_pb2.Struct], object], rounds: int
-) -> float:
+def _best(events: list[T], convert: Callable[[T], object], rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
@@ -42,6 +46,14 @@ def _best(
             convert(event)
         best = min(best, time.perf_counter() - started)
     return best / len(events) * 1e6
+
+
+def _table(what: str, rows: list[tuple[str, float]]) -> None:
+    print(f"| {what} | µs per event | x the Python path |")
+    print("|---|---:|---:|")
+    python = next(micros for name, micros in rows if name.startswith("Python"))
+    for name, micros in rows:
+        print(f"| {name} | {micros:.2f} | {python / micros:.1f} |")
 
 
 def main() -> int:
@@ -65,7 +77,8 @@ def main() -> int:
         import teleport_event_handler_accel as accel
     except ImportError:
         print("(the accelerator is not installed: pip install ./accel)")
-    else:
+        accel = None
+    if accel is not None:
         rows.append(
             (
                 "compiled accelerator (serialise + C)",
@@ -73,11 +86,15 @@ def main() -> int:
             )
         )
     print(f"\n{len(events):,} events, {size:.0f} bytes of payload on average\n")
-    print("| conversion | µs per event | x the Python walk |")
-    print("|---|---:|---:|")
-    walk = rows[1][1]
-    for name, micros in rows:
-        print(f"| {name} | {micros:.2f} | {walk / micros:.1f} |")
+    _table("conversion", rows)
+    bodies = [python_struct_to_json(event) for event in events]
+    rows = [
+        ("Python: orjson, msgpack, time parsed", _best(bodies, python_encode_entry, args.rounds))
+    ]
+    if accel is not None:
+        rows.append(("compiled accelerator", _best(bodies, accel.forward_entry, args.rounds)))
+    print(f"\nForward entries of the same {len(bodies):,} events' JSON\n")
+    _table("encoding", rows)
     return 0
 
 

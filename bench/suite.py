@@ -67,7 +67,7 @@ import msgpack
 import orjson
 from throughput import high_water_kib  # bench/ is the script's directory
 
-from teleport_event_handler.events import NO_ACCEL_ENV
+from teleport_event_handler.accelerator import NO_ACCEL_ENV
 from teleport_event_handler.teleport import TeleportClient, load_identity_file
 from teleport_sandbox.stack import Stack
 from teleport_sandbox.teleport.corpus import all_events

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import cast
 
-from teleport_event_handler import __version__, events
+from teleport_event_handler import __version__, accelerator
 from teleport_event_handler.backoff import Shutdown
 from teleport_event_handler.config import Config
 from teleport_event_handler.deadletter import DeadLetters
@@ -121,7 +121,9 @@ def run(config: Config, shutdown: Shutdown | None = None) -> int:
     shutdown = shutdown or Shutdown()
     if threading.current_thread() is threading.main_thread():
         _install_signals(shutdown)
-    log.info("teleport-event-handler %s starting (event JSON: %s)", __version__, events.CONVERSION)
+    log.info(
+        "teleport-event-handler %s starting (event JSON: %s)", __version__, accelerator.CONVERSION
+    )
     notifier = Notifier(os.environ)
     try:
         return _run(config, shutdown, notifier)

@@ -13,37 +13,19 @@ to this walk whatever it does not convert exactly as the walk would.
 
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from google.protobuf import struct_pb2
 
+from teleport_event_handler import accelerator
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 
 # Integral doubles below 2**53 are exact integers; larger ones stay floats so
 # that no value is silently changed.
 _EXACT_INT_LIMIT = float(2**53)
-# Set to any value, the accelerator is not used even when installed.
-NO_ACCEL_ENV = "TELEPORT_EVENT_HANDLER_NO_ACCEL"
-
-
-def _accelerator() -> Callable[[bytes], bytes | None] | None:
-    if os.environ.get(NO_ACCEL_ENV):
-        return None
-    try:
-        module = importlib.import_module("teleport_event_handler_accel")
-    except ImportError:
-        return None
-    return cast(Callable[[bytes], bytes | None], module.struct_json)
-
-
-_struct_json = _accelerator()
-# Which conversion this process uses, for the start-up log and `status`.
-CONVERSION = "compiled accelerator" if _struct_json is not None else "pure Python"
+_struct_json = accelerator.function("struct_json")
 
 
 def _value(value: struct_pb2.Value) -> Any:
