@@ -77,6 +77,11 @@ _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
 
 
+# Free space the state needs to take writes: SQLite's write-ahead log grows to
+# about 4 MiB (1,000 pages of 4 KiB) before it is checkpointed.
+WAL_FREE_BYTES = 4 * 2**20
+
+
 def _is_full(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
@@ -211,8 +216,8 @@ class State:
     def full_error(self, exc: sqlite3.Error) -> StateFull:
         return StateFull(
             f"cannot write the export state in {self.directory}: the disk is full ({exc}); "
-            "the export is paused until space is freed there (the state needs about 4 MiB "
-            "free for its write-ahead log); nothing is lost"
+            "the export is paused until space is freed there (the state needs about "
+            f"{WAL_FREE_BYTES // 2**20} MiB free for its write-ahead log); nothing is lost"
         )
 
     def _write(self, write: Callable[[], object], *, wait: bool = True) -> None:

@@ -30,6 +30,7 @@ from teleport_event_handler.state import (
     LEGACY_WINDOW,
     START_TIME,
     TAKEN_OVER_FROM,
+    WAL_FREE_BYTES,
     state_dir,
 )
 
@@ -57,6 +58,14 @@ def _epoch(text: object) -> float | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _free_bytes(directory: str) -> int | None:
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return None
+    return fs.f_bavail * fs.f_frsize
 
 
 def _alive(pid: object) -> bool:
@@ -107,6 +116,10 @@ def collect(directory: str, now: float | None = None) -> dict[str, Any]:
     updated = _epoch(snapshot.get("updated"))
     running = bool(snapshot.get("running")) and _alive(snapshot.get("pid"))
     stale = running and updated is not None and now - updated > STALE_AFTER
+    # A handler whose state disk is full waits for space (state.State._write)
+    # and cannot write its snapshot either: paused, not hung.
+    free = _free_bytes(directory)
+    disk_full = stale and free is not None and free < WAL_FREE_BYTES
     engine = snapshot.get("engine") or (
         "bulk" if dates else "legacy" if kv.get(LEGACY_WINDOW) else ""
     )
@@ -131,7 +144,9 @@ def collect(directory: str, now: float | None = None) -> dict[str, Any]:
         "state": path,
         "running": running and not stale,
         "pid": snapshot.get("pid") if running else None,
-        "not_responding": stale,
+        "not_responding": stale and not disk_full,
+        "paused_disk_full": disk_full,
+        "state_free_bytes": free,
         "snapshot_age_seconds": None if updated is None else max(0.0, now - updated),
         "engine": engine,
         "start_time": kv.get(START_TIME),
@@ -182,6 +197,12 @@ def render(report: Mapping[str, Any]) -> list[str]:
     if report["running"]:
         process = (
             f"running (pid {report['pid']}, updated {_seconds(report['snapshot_age_seconds'])} ago)"
+        )
+    elif report["paused_disk_full"]:
+        process = (
+            f"PAUSED: the state disk is full ({report['state_free_bytes'] // 1024} KiB free in "
+            f"{os.path.dirname(report['state'])}, about {WAL_FREE_BYTES // 2**20} MiB needed); "
+            "the handler resumes on its own, losing nothing, once space is freed there"
         )
     elif report["not_responding"]:
         process = (

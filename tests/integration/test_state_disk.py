@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from teleport_event_handler import status
 from teleport_sandbox.stack import Stack
 
 
@@ -58,6 +59,11 @@ def test_a_full_state_disk_pauses_and_resumes_losing_nothing(
         )
         time.sleep(3)  # paused, alive, still full
         assert proc.poll() is None
+        # The snapshot cannot be written either: once it is old, status says why.
+        later = time.time() + status.STALE_AFTER + 5
+        report = status.collect(str(small_disk / stack.teleport_addr.replace(":", "_")), later)
+        assert report["paused_disk_full"] and not report["not_responding"], report
+        assert "PAUSED: the state disk is full" in status.render(report)[0]
         if filler.exists():
             filler.unlink()
         stack.wait_until(
