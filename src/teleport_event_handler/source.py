@@ -139,6 +139,14 @@ def _day(value: datetime.date) -> str:
     return value.isoformat()
 
 
+def _iso_utc(value: datetime.datetime) -> str:
+    """As sessions.scheduled_by writes upload times, so that they compare as text."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Finished sessions are forgotten this long after the engine left the place
+# where their session.upload events lie (State.forget_finished_sessions_before).
+SESSION_MARGIN = datetime.timedelta(days=1)
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.timedelta(microseconds=1)
 
@@ -287,6 +295,10 @@ class LegacyEngine(Engine):
             if window_end <= now - self.settle:
                 window_start, key, last_id = window_end, "", ""
                 self.pipeline.submit(None, LegacyCursor(window_start, key, last_id))
+                # A restart reads again from the window just left at the earliest.
+                self.state.forget_finished_sessions_before(
+                    _iso_utc(window_start - window - SESSION_MARGIN)
+                )
                 continue
             # Caught up with the present: wait for new events.
             if self.exit_on_last_event:
@@ -366,6 +378,9 @@ class BulkEngine(Engine):
                     self.state.add_date(_day(current))
                     oldest = _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
                     self.state.forget_dates_before(oldest)
+                    self.state.forget_finished_sessions_before(
+                        _day(current - datetime.timedelta(days=self.BACKLOG_DAYS) - SESSION_MARGIN)
+                    )
                     with self._lock:
                         for name in [d for d in self._finished if d < oldest]:
                             del self._finished[name]

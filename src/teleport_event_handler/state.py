@@ -14,7 +14,9 @@ separate directory of their own. Inside it, ``state.sqlite3`` holds:
   cursor) the index of the next recording event to send, its status
   (``pending``, ``missing`` with the attempts made and when to try again,
   ``done`` or ``failed``) and the upload time. Finished sessions are kept
-  so that a ``session.upload`` read again never exports its session twice.
+  so that a ``session.upload`` read again never exports its session twice,
+  and dropped once the engine no longer reads where that event lies (with a
+  day to spare), so the table does not grow for ever.
 
 Writers never hold a transaction open across network calls: the pipeline
 hands over a batch of updates once the sink acknowledged every earlier
@@ -305,6 +307,20 @@ class State:
         self._write(lambda: self._db.execute("DELETE FROM chunks WHERE date < ?", (date,)))
 
     # -- session recordings ----------------------------------------------------------
+
+    def forget_finished_sessions_before(self, moment: str) -> None:
+        """Drop done and failed sessions uploaded before ``moment`` (ISO 8601, UTC).
+
+        Their ``session.upload`` events lie before any position the engine can
+        read again, so no row is needed to keep them from being exported twice.
+        """
+        self._write(
+            lambda: self._db.execute(
+                "DELETE FROM sessions WHERE status IN ('done', 'failed') "
+                "AND upload_time != '' AND upload_time < ?",
+                (moment,),
+            )
+        )
 
     def sessions_to_export(self, now: float, limit: int) -> list[SessionRow]:
         """Pending sessions, then missing ones whose retry time has come."""

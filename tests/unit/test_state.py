@@ -104,3 +104,31 @@ def test_sessions_are_scheduled_once_and_resume_at_their_committed_index(tmp_pat
     reopened = State(str(tmp_path))
     assert reopened.session("s1") is not None and reopened.session("s1").status == "done"  # type: ignore[union-attr]
     reopened.close()
+
+
+def test_finished_sessions_are_forgotten_once_their_uploads_lie_behind(tmp_path: Path) -> None:
+    from teleport_event_handler.state import SessionCursor, SessionScheduled
+
+    state = State(str(tmp_path))
+    state.apply(
+        [
+            SessionScheduled("old-done", "2026-01-01T23:59:59Z"),
+            SessionScheduled("old-failed", "2026-01-01T10:00:00Z"),
+            SessionScheduled("old-pending", "2026-01-01T10:00:00Z"),
+            SessionScheduled("old-missing", "2026-01-01T10:00:00Z"),
+            SessionScheduled("no-time"),
+            SessionScheduled("new-done", "2026-01-02T00:00:00Z"),
+        ]
+    )
+    state.apply([SessionCursor(sid, 3, done=True) for sid in ("old-done", "new-done", "no-time")])
+    state.set_session_status("old-failed", "failed", attempts=3, retry_at=0.0)
+    state.set_session_status("old-missing", "missing", attempts=1, retry_at=0.0)
+    state.forget_finished_sessions_before("2026-01-02")
+    kept = {
+        sid
+        for sid in ("old-done", "old-failed", "old-pending", "old-missing", "no-time", "new-done")
+        if state.session(sid)
+    }
+    # Work still to do is never dropped, nor a session whose upload time is unknown.
+    assert kept == {"old-pending", "old-missing", "no-time", "new-done"}
+    state.close()
