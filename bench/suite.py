@@ -17,7 +17,7 @@ backlog
     export with three chunks at once, as the handler; paged search with pages
     of 500, as the legacy engine). "of ceiling" is the handler's rate over the
     lower of its source and sink ceilings. Each engine also runs without the
-    compiled accelerator (accel/), and the bulk engine with two worker
+    compiled accelerator (accel/) over both wire forms, and the bulk engine with two worker
     processes (``export-workers = 2``).
 latency
     25 ms added to every answer of the sandbox Fluentd (Teleport #56268): the
@@ -360,6 +360,7 @@ def variants(mode: str) -> list[tuple[bool, str, dict[str, object], dict[str, st
         (False, "HTTP arrays", {}, {}),
         (True, "Forward", {}, {}),
         (False, "HTTP arrays, pure Python (no accelerator)", {}, {NO_ACCEL_ENV: "1"}),
+        (True, "Forward, pure Python (no accelerator)", {}, {NO_ACCEL_ENV: "1"}),
     ]
     if mode == "bulk":
         runs.append((False, "HTTP arrays, export-workers = 2", {"export_workers": 2}, {}))
