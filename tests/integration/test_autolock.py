@@ -12,8 +12,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -34,19 +33,9 @@ def lock_template(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def stack(lock_template: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(lock_template: str, make_stack: Callable[..., Stack]) -> Stack:
     # Legacy engine: it polls every `timeout` (1 s here), so appended events show soon.
-    stack = Stack.copy_of(lock_template, str(tmp_path / "stack"), mode="legacy")
-    stack.start_teleport()
-    stack.start_fluentd()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        log = os.path.join(stack.root, "handler.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as handle:
-                print(f"--- handler.log (tail)\n{handle.read()[-4000:]}")
+    return make_stack(lock_template, "legacy")
 
 
 def _start(stack: Stack, **extra: object) -> subprocess.Popen[bytes]:

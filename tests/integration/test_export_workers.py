@@ -18,8 +18,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -39,27 +38,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def _stack(
-    template: str, tmp_path: Path, *teleport_args: str, proxy: bool = False
-) -> Iterator[Stack]:
-    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode="bulk")
-    stack.start_teleport(extra=list(teleport_args))
-    if proxy:
-        stack.start_proxy()
-    stack.start_fluentd()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        log = os.path.join(stack.root, "handler.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as handle:
-                print(f"--- handler.log (tail)\n{handle.read()[-4000:]}")
-
-
 @pytest.fixture
-def stack(template: str, tmp_path: Path) -> Iterator[Stack]:
-    yield from _stack(template, tmp_path)
+def stack(template: str, make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(template)
 
 
 def _toml(stack: Stack, **extra: object) -> str:
@@ -99,19 +80,17 @@ def test_workers_deliver_every_event_and_recording_exactly_once(stack: Stack) ->
     assert {str(r["sid"]) for r in stack.received("session")} == set(sessions)
 
 
-def test_workers_retry_teleport_faults_and_lose_nothing(template: str, tmp_path: Path) -> None:
+def test_workers_retry_teleport_faults_and_lose_nothing(
+    template: str, make_stack: Callable[..., Stack]
+) -> None:
     """UNAVAILABLE and DEADLINE_EXCEEDED answers and streams cut mid-chunk happen
     in the workers; the engine retries each chunk from the last cursor it got."""
     faults = ("--fault=unavailable=0.2", "--fault=deadline=0.05", "--fault=drop_stream_after=700")
-    stacks = _stack(template, tmp_path, *faults)
-    stack = next(stacks)
-    try:
-        _run_to_end(stack, _toml(stack))
-        _assert_exactly_once(stack)
-        log = stack.handler_log()
-        assert "retrying in" in log and "UNAVAILABLE" in log
-    finally:
-        next(stacks, None)
+    stack = make_stack(template, teleport_args=faults)
+    _run_to_end(stack, _toml(stack))
+    _assert_exactly_once(stack)
+    log = stack.handler_log()
+    assert "retrying in" in log and "UNAVAILABLE" in log
 
 
 def test_a_refused_cursor_in_a_worker_restarts_the_chunk(stack: Stack) -> None:
@@ -130,15 +109,11 @@ def test_a_refused_cursor_in_a_worker_restarts_the_chunk(stack: Stack) -> None:
     _assert_exactly_once(stack)
 
 
-def test_workers_dial_through_the_proxy(template: str, tmp_path: Path) -> None:
-    stacks = _stack(template, tmp_path, proxy=True)
-    stack = next(stacks)
-    try:
-        _run_to_end(stack, _toml(stack, teleport__addr=stack.proxy_addr))
-        _assert_exactly_once(stack)
-        assert "through the Proxy's TLS routing" in stack.handler_log()
-    finally:
-        next(stacks, None)
+def test_workers_dial_through_the_proxy(template: str, make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(template, proxy=True)
+    _run_to_end(stack, _toml(stack, teleport__addr=stack.proxy_addr))
+    _assert_exactly_once(stack)
+    assert "through the Proxy's TLS routing" in stack.handler_log()
 
 
 def _children(pid: int) -> set[int]:

@@ -11,11 +11,10 @@ expired can only be read with the renewed one.
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,20 +32,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def stack(template: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode="legacy")
-    stack.start_teleport()
-    stack.start_proxy()
-    stack.start_fluentd()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        for name in ("handler.log", "proxy.log"):
-            path = os.path.join(stack.root, name)
-            if os.path.exists(path):
-                with open(path, errors="replace") as handle:
-                    print(f"--- {path} (tail)\n{handle.read()[-3000:]}")
+def stack(template: str, make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(template, "legacy", proxy=True)
 
 
 def _exactly_once(stack: Stack) -> None:

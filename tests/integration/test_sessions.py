@@ -13,8 +13,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,30 +40,16 @@ def sessions_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def _stack(template: str, tmp_path: Path, mode: str) -> Iterator[Stack]:
-    stack = Stack.copy_of(template, str(tmp_path / "stack"), mode=mode)
-    stack.start_teleport()
-    stack.start_fluentd()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        log = os.path.join(stack.root, "handler.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as handle:
-                print(f"--- handler.log (tail)\n{handle.read()[-4000:]}")
-
-
 @pytest.fixture(params=["bulk", "legacy"])
 def stack(
-    request: pytest.FixtureRequest, sessions_template: str, tmp_path: Path
-) -> Iterator[Stack]:
-    yield from _stack(sessions_template, tmp_path, request.param)
+    request: pytest.FixtureRequest, sessions_template: str, make_stack: Callable[..., Stack]
+) -> Stack:
+    return make_stack(sessions_template, request.param)
 
 
 @pytest.fixture
-def bulk_stack(sessions_template: str, tmp_path: Path) -> Iterator[Stack]:
-    yield from _stack(sessions_template, tmp_path, "bulk")
+def bulk_stack(sessions_template: str, make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(sessions_template, "bulk")
 
 
 def _key(record: dict[str, Any]) -> bytes:
