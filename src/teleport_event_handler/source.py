@@ -144,8 +144,8 @@ def _iso_utc(value: datetime.datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# Finished sessions are forgotten this long after the engine left the place
-# where their session.upload events lie (State.forget_finished_sessions_before).
+# Exported sessions are forgotten this long after the engine left the place
+# where their session.upload events lie (State.move_session_horizon).
 SESSION_MARGIN = datetime.timedelta(days=1)
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.timedelta(microseconds=1)
@@ -296,9 +296,7 @@ class LegacyEngine(Engine):
                 window_start, key, last_id = window_end, "", ""
                 self.pipeline.submit(None, LegacyCursor(window_start, key, last_id))
                 # A restart reads again from the window just left at the earliest.
-                self.state.forget_finished_sessions_before(
-                    _iso_utc(window_start - window - SESSION_MARGIN)
-                )
+                self.state.move_session_horizon(_iso_utc(window_start - window - SESSION_MARGIN))
                 continue
             # Caught up with the present: wait for new events.
             if self.exit_on_last_event:
@@ -378,7 +376,7 @@ class BulkEngine(Engine):
                     self.state.add_date(_day(current))
                     oldest = _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
                     self.state.forget_dates_before(oldest)
-                    self.state.forget_finished_sessions_before(
+                    self.state.move_session_horizon(
                         _day(current - datetime.timedelta(days=self.BACKLOG_DAYS) - SESSION_MARGIN)
                     )
                     with self._lock:

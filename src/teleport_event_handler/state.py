@@ -13,10 +13,10 @@ separate directory of their own. Inside it, ``state.sqlite3`` holds:
   ``session.upload`` audit event, in the same transaction as that event's
   cursor) the index of the next recording event to send, its status
   (``pending``, ``missing`` with the attempts made and when to try again,
-  ``done`` or ``failed``) and the upload time. Finished sessions are kept
+  ``done`` or ``failed``) and the upload time. Exported sessions are kept
   so that a ``session.upload`` read again never exports its session twice,
-  and dropped once the engine no longer reads where that event lies (with a
-  day to spare), so the table does not grow for ever.
+  and dropped once the engine no longer reads where that event lies (the
+  ``sessions.horizon`` in ``kv``), so the table does not grow for ever.
 
 Writers never hold a transaction open across network calls: the pipeline
 hands over a batch of updates once the sink acknowledged every earlier
@@ -61,6 +61,8 @@ START_TIME = "start_time"
 LEGACY_WINDOW = "legacy.window_time"
 LEGACY_CURSOR = "legacy.cursor"
 LEGACY_ID = "legacy.id"
+# Events before this moment are not read again (State.move_session_horizon).
+SESSION_HORIZON = "sessions.horizon"
 # Where the Go plugin's state was imported from (written with the import, see gostate.py).
 TAKEN_OVER_FROM = "taken_over_from"
 
@@ -308,18 +310,32 @@ class State:
 
     # -- session recordings ----------------------------------------------------------
 
-    def forget_finished_sessions_before(self, moment: str) -> None:
-        """Drop done and failed sessions uploaded before ``moment`` (ISO 8601, UTC).
+    def move_session_horizon(self, moment: str) -> None:
+        """The engine no longer reads events before ``moment`` (ISO 8601, UTC).
 
-        Their ``session.upload`` events lie before any position the engine can
-        read again, so no row is needed to keep them from being exported twice.
+        A ``session.upload`` from before it cannot be read again, so an
+        exported session uploaded before it needs no row to keep it from being
+        exported twice: such rows are dropped now, and later as their sessions
+        finish (``_forget_if_behind``). Failed sessions stay, as a record.
         """
-        self._write(
-            lambda: self._db.execute(
-                "DELETE FROM sessions WHERE status IN ('done', 'failed') "
-                "AND upload_time != '' AND upload_time < ?",
+
+        def write() -> None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (SESSION_HORIZON, moment)
+            )
+            self._db.execute(
+                "DELETE FROM sessions WHERE status = 'done' AND upload_time != '' "
+                "AND upload_time < ?",
                 (moment,),
             )
+
+        self._write(write)
+
+    def _forget_if_behind(self, sid: str) -> None:
+        self._db.execute(
+            "DELETE FROM sessions WHERE sid = ? AND status = 'done' AND upload_time != '' "
+            "AND upload_time < (SELECT value FROM kv WHERE key = ?)",
+            (sid, SESSION_HORIZON),
         )
 
     def sessions_to_export(self, now: float, limit: int) -> list[SessionRow]:
@@ -462,6 +478,8 @@ class State:
                             "THEN 'done' ELSE status END WHERE sid = ?",
                             (update.next_index, int(update.done), update.sid),
                         )
+                        if update.done:
+                            self._forget_if_behind(update.sid)
                     else:
                         self._db.executemany(
                             "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",

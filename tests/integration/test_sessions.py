@@ -9,6 +9,7 @@ later; a malformed one is skipped with a log line while the others finish.
 from __future__ import annotations
 
 import collections
+import datetime
 import os
 import signal
 import sqlite3
@@ -281,3 +282,27 @@ def test_an_outage_of_teleport_never_skips_a_recording(bulk_stack: Stack) -> Non
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("mode", ["bulk", "legacy"])
+def test_exported_sessions_are_forgotten_once_the_export_has_left_their_days(
+    mode: str, tmp_path_factory: pytest.TempPathFactory, make_stack: Callable[..., Stack]
+) -> None:
+    template = str(tmp_path_factory.mktemp("template-five-days") / "stack")
+    Stack(root=template, days=5, events_per_day=EVENTS_PER_DAY).init(["--sessions-per-day", "4"])
+    stack = make_stack(template, mode)
+    toml = stack.handler_toml(start_time=stack.corpus_start(), skip_session_types=[ALL_BUT_DESKTOP])
+    _run_to_end(stack, toml)
+    assert _received(stack) == _expected(stack, (ALL_BUT_DESKTOP,))
+    uploads = {
+        r["sid"]: r["time"] for r in stack.received("audit") if r.get("event") == "session.upload"
+    }
+    kept = {sid for sid, _, _ in _sessions_table(stack)}
+    today = datetime.datetime.now(datetime.UTC).date()
+    # The bulk engine polls today and the two days before, the legacy engine reads
+    # from the start of today's window: a day later still, rows are dropped.
+    gone = {sid for sid, t in uploads.items() if t < str(today - datetime.timedelta(days=3))}
+    recent = {sid for sid, t in uploads.items() if t >= str(today - datetime.timedelta(days=1))}
+    assert gone and recent and len(uploads) == 20
+    assert not gone & kept
+    assert recent <= kept

@@ -106,10 +106,11 @@ def test_sessions_are_scheduled_once_and_resume_at_their_committed_index(tmp_pat
     reopened.close()
 
 
-def test_finished_sessions_are_forgotten_once_their_uploads_lie_behind(tmp_path: Path) -> None:
+def test_exported_sessions_are_forgotten_once_their_uploads_lie_behind(tmp_path: Path) -> None:
     from teleport_event_handler.state import SessionCursor, SessionScheduled
 
     state = State(str(tmp_path))
+    sids = ("old-done", "old-failed", "old-pending", "old-missing", "no-time", "new-done", "late")
     state.apply(
         [
             SessionScheduled("old-done", "2026-01-01T23:59:59Z"),
@@ -118,17 +119,18 @@ def test_finished_sessions_are_forgotten_once_their_uploads_lie_behind(tmp_path:
             SessionScheduled("old-missing", "2026-01-01T10:00:00Z"),
             SessionScheduled("no-time"),
             SessionScheduled("new-done", "2026-01-02T00:00:00Z"),
+            SessionScheduled("late", "2026-01-01T10:00:00Z"),
         ]
     )
     state.apply([SessionCursor(sid, 3, done=True) for sid in ("old-done", "new-done", "no-time")])
     state.set_session_status("old-failed", "failed", attempts=3, retry_at=0.0)
     state.set_session_status("old-missing", "missing", attempts=1, retry_at=0.0)
-    state.forget_finished_sessions_before("2026-01-02")
-    kept = {
-        sid
-        for sid in ("old-done", "old-failed", "old-pending", "old-missing", "no-time", "new-done")
-        if state.session(sid)
-    }
-    # Work still to do is never dropped, nor a session whose upload time is unknown.
-    assert kept == {"old-pending", "old-missing", "no-time", "new-done"}
+    state.move_session_horizon("2026-01-02")
+    # Work still to do is never dropped, nor a failure (a record of a loss), nor a
+    # session whose upload time is unknown.
+    kept = {sid for sid in sids if state.session(sid)}
+    assert kept == {"old-failed", "old-pending", "old-missing", "no-time", "new-done", "late"}
+    # A session behind the horizon that finishes later goes as it finishes.
+    state.apply([SessionCursor("late", 5, done=True), SessionCursor("new-done", 4, done=True)])
+    assert state.session("late") is None and state.session("new-done") is not None
     state.close()
