@@ -11,8 +11,11 @@ expired can only be read with the renewed one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +176,93 @@ def test_an_identity_of_another_cluster_direct_to_auth_stops_with_the_fix(
     assert "belongs to cluster" in log and "'other.example.com'" in log, log[-3000:]
     assert "tctl auth sign" in log
     assert not stack.received("audit")
+
+
+class _HeldRelay:
+    """A TCP relay to ``target`` that holds the first connection until ``release()``.
+
+    The handler's first connection to Teleport is its dial probe (``[teleport]
+    dial = auto`` on a port other than 3025): it comes after ``app.run`` installed
+    the early signal handlers and before ``_teleport_client`` installs the one
+    that reloads. While it is held, the handler is known to be inside that window.
+    """
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held = threading.Event()
+        self._released = threading.Event()
+        self._sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self._released.set()
+        for sock in self._sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self._sockets.append(client)
+            if not self.held.is_set():
+                self.held.set()
+                self._released.wait()
+            upstream = socket.create_connection(self.target)
+            self._sockets.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+
+
+EARLY_HANGUPS = 5
+
+
+def test_sighup_during_start_up_neither_kills_nor_blocks_a_later_reload(stack: Stack) -> None:
+    """SIGHUPs after start-up began but before Teleport is dialed are logged and
+    ignored (the credentials are being read anyway); a SIGHUP once running reloads.
+
+    Without the early handler, the first SIGHUP ends the process (default action)."""
+    relay = _HeldRelay(stack.teleport_addr)
+    toml = stack.handler_toml(start_time=stack.corpus_start(), teleport__addr=relay.addr)
+    proc = stack.start_handler(toml)
+    try:
+        assert relay.held.wait(60), "the handler never dialed Teleport"
+        for _ in range(EARLY_HANGUPS):
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        early = "received SIGHUP before connecting to Teleport"
+        stack.wait_until(
+            proc,
+            lambda: stack.handler_log().count(early) == EARLY_HANGUPS,
+            "the early SIGHUPs logged",
+            timeout=30,
+        )
+        assert "dialing the Auth Service" not in stack.handler_log()  # still in the window
+        relay.release()
+        stack.wait_until(proc, lambda: _all_arrived(stack), "the corpus", timeout=RUN_TIMEOUT)
+        assert "dialing the Auth Service directly" in stack.handler_log()
+        stack.sign_identity(ttl="1h")
+        proc.send_signal(signal.SIGHUP)
+        _wait_for_log(stack, proc, "reloaded identity file")
+        _append(stack, 40)
+        stack.wait_until(proc, lambda: _all_arrived(stack), "the appended events", timeout=60)
+    finally:
+        relay.close()
+        if proc.poll() is None:
+            _stop(proc)
+    assert proc.returncode == 0, f"the handler exited {proc.returncode}"
+    _exactly_once(stack)
