@@ -44,14 +44,13 @@ from teleport_event_handler.source import (
 )
 from teleport_event_handler.state import State, StateError, state_dir
 from teleport_event_handler.teleport import (
+    CredentialFiles,
     Credentials,
     TeleportClient,
     TeleportError,
     check_not_expired,
     choose_dial,
     credential_loader,
-    load_identity_file,
-    load_key_pair,
 )
 from teleport_event_handler.workers import ExportWorkers, WorkerSpec
 
@@ -64,15 +63,23 @@ PROGRESS_INTERVAL = 60.0
 SHUTDOWN_GRACE = 5.0
 
 
-def load_credentials(config: Config) -> Credentials:
-    if config.teleport_identity:
-        creds = load_identity_file(config.teleport_identity)
-    elif config.teleport_cert and config.teleport_key and config.teleport_ca:
-        creds = load_key_pair(config.teleport_cert, config.teleport_key, config.teleport_ca)
-    else:
+def credential_files(config: Config) -> CredentialFiles:
+    """The Teleport credential files the configuration names, for every reader of them."""
+    return CredentialFiles(
+        identity=config.teleport_identity,
+        cert=config.teleport_cert,
+        key=config.teleport_key,
+        ca=config.teleport_ca,
+    )
+
+
+def load_credentials(files: CredentialFiles) -> Credentials:
+    loader = credential_loader(files)
+    if loader is None:
         raise TeleportError(
             "no Teleport credentials: set [teleport] identity, or cert, key and ca together"
         )
+    creds = loader()
     check_not_expired(creds)
     return creds
 
@@ -135,7 +142,7 @@ def run(config: Config, shutdown: Shutdown | None = None) -> int:
         notifier.close()
 
 
-def _teleport_client(config: Config, creds: Credentials) -> TeleportClient:
+def _teleport_client(config: Config, files: CredentialFiles, creds: Credentials) -> TeleportClient:
     """Dial Auth directly or through the Proxy; reload renewed credentials; warn before expiry."""
     via_proxy, why = choose_dial(config.teleport_addr, creds, config.teleport_dial)
     log.info(
@@ -149,11 +156,9 @@ def _teleport_client(config: Config, creds: Credentials) -> TeleportClient:
         creds,
         api_version=config.teleport_api_version,
         via_proxy=via_proxy,
-        loader=credential_loader(
-            config.teleport_identity, config.teleport_cert, config.teleport_key, config.teleport_ca
-        ),
+        loader=credential_loader(files),
     )
-    refresh = config.teleport_refresh_enabled and bool(config.teleport_identity)
+    refresh = config.teleport_refresh_enabled and bool(files.identity)
     threading.Thread(
         target=client.monitor,
         args=(config.teleport_refresh_interval, refresh),
@@ -173,7 +178,8 @@ def _not_yet(config: Config) -> None:
 
 def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
     _not_yet(config)
-    creds = load_credentials(config)
+    files = credential_files(config)
+    creds = load_credentials(files)
 
     directory = state_dir(config.storage, config.teleport_addr, config.dry_run)
     state = State(directory)
@@ -211,7 +217,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
     unreachable = sink.check(config.fluentd_url)
     if unreachable:
         log.warning("%s; events will wait until it answers", unreachable)
-    client = _teleport_client(config, creds)
+    client = _teleport_client(config, files, creds)
     threading.Thread(
         target=_cancel_calls_on_shutdown, args=(client, shutdown), name="cancel", daemon=True
     ).start()
@@ -285,10 +291,7 @@ def _run(config: Config, shutdown: Shutdown, notifier: Notifier) -> int:
                     config.export_workers,
                     WorkerSpec(
                         addr=config.teleport_addr,
-                        identity=config.teleport_identity,
-                        cert=config.teleport_cert,
-                        key=config.teleport_key,
-                        ca=config.teleport_ca,
+                        credentials=files,
                         api_version=config.teleport_api_version,
                         via_proxy=client.via_proxy,
                         type_filter=type_filter,

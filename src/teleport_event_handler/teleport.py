@@ -196,10 +196,23 @@ def load_key_pair(cert: str, key: str, ca: str) -> Credentials:
     )
 
 
-def credential_loader(
-    identity: str | None, cert: str | None, key: str | None, ca: str | None
-) -> Callable[[], Credentials] | None:
+@dataclass(frozen=True)
+class CredentialFiles:
+    """Where the Teleport credentials are read: an identity file, or cert, key and CA.
+
+    Paths only, so it pickles: export worker processes get it and read the files
+    themselves.
+    """
+
+    identity: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+def credential_loader(files: CredentialFiles) -> Callable[[], Credentials] | None:
     """What re-reads the configured credentials (an identity file, or cert, key and CA)."""
+    identity, cert, key, ca = files.identity, files.cert, files.key, files.ca
     if identity:
         return lambda: load_identity_file(identity)
     if cert and key and ca:

@@ -38,7 +38,12 @@ from teleport_event_handler.events import TypeFilter, event_type_of, struct_to_j
 from teleport_event_handler.locks import LOGIN_EVENT
 from teleport_event_handler.protos.teleport.auditlog.v1 import auditlog_pb2
 from teleport_event_handler.sessions import SESSION_UPLOAD
-from teleport_event_handler.teleport import TeleportClient, TeleportError, credential_loader
+from teleport_event_handler.teleport import (
+    CredentialFiles,
+    TeleportClient,
+    TeleportError,
+    credential_loader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,7 @@ class WorkerSpec:
     """What a worker needs to reach Teleport as the engine does (all picklable)."""
 
     addr: str
-    identity: str | None
-    cert: str | None
-    key: str | None
-    ca: str | None
+    credentials: CredentialFiles
     api_version: str
     via_proxy: bool
     type_filter: TypeFilter
@@ -105,7 +107,7 @@ def _record(item: auditlog_pb2.ExportEventUnstructured, type_filter: TypeFilter)
 
 
 def _connect(spec: WorkerSpec) -> TeleportClient:
-    loader = credential_loader(spec.identity, spec.cert, spec.key, spec.ca)
+    loader = credential_loader(spec.credentials)
     if loader is None:
         raise TeleportError("no Teleport credentials were passed to the export worker")
     return TeleportClient(
