@@ -84,6 +84,10 @@ def load_credentials(files: CredentialFiles) -> Credentials:
     return creds
 
 
+# A SIGHUP that came before Teleport was dialed, to be honoured once it is.
+_early_hangup = threading.Event()
+
+
 def _install_signals(shutdown: Shutdown) -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if shutdown.requested and signum == signal.SIGINT:
@@ -93,8 +97,10 @@ def _install_signals(shutdown: Shutdown) -> None:
         shutdown.request()
 
     def on_early_hangup(_signum: int, _frame: FrameType | None) -> None:
-        # Replaced once Teleport is dialed; until then the credentials are read anyway.
-        log.info("received SIGHUP before connecting to Teleport: nothing to reload yet")
+        # Replaced once Teleport is dialed (_teleport_client), which then honours it:
+        # the credentials may have been read before the file was renewed.
+        _early_hangup.set()
+        log.info("received SIGHUP before connecting to Teleport: reloading once connected")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -167,6 +173,9 @@ def _teleport_client(config: Config, files: CredentialFiles, creds: Credentials)
     ).start()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, lambda _signum, _frame: client.request_reload())
+    if _early_hangup.is_set():
+        _early_hangup.clear()
+        client.request_reload()
     return client
 
 

@@ -233,14 +233,17 @@ EARLY_HANGUPS = 5
 
 def test_sighup_during_start_up_neither_kills_nor_blocks_a_later_reload(stack: Stack) -> None:
     """SIGHUPs after start-up began but before Teleport is dialed are logged and
-    ignored (the credentials are being read anyway); a SIGHUP once running reloads.
+    honoured once it is (the identity was read before it was renewed); a SIGHUP
+    once running reloads.
 
-    Without the early handler, the first SIGHUP ends the process (default action)."""
+    Without the early handler, the first SIGHUP ends the process (default action);
+    without honouring it, the renewed identity is not used (refresh is off)."""
     relay = _HeldRelay(stack.teleport_addr)
     toml = stack.handler_toml(start_time=stack.corpus_start(), teleport__addr=relay.addr)
     proc = stack.start_handler(toml)
     try:
         assert relay.held.wait(60), "the handler never dialed Teleport"
+        stack.sign_identity(ttl="2h")  # renewed after the handler read it
         for _ in range(EARLY_HANGUPS):
             proc.send_signal(signal.SIGHUP)
             time.sleep(0.05)
@@ -253,11 +256,18 @@ def test_sighup_during_start_up_neither_kills_nor_blocks_a_later_reload(stack: S
         )
         assert "dialing the Auth Service" not in stack.handler_log()  # still in the window
         relay.release()
+        _wait_for_log(stack, proc, "reloaded identity file")  # the early SIGHUPs, once
         stack.wait_until(proc, lambda: _all_arrived(stack), "the corpus", timeout=RUN_TIMEOUT)
         assert "dialing the Auth Service directly" in stack.handler_log()
+        assert stack.handler_log().count("reloaded identity file") == 1
         stack.sign_identity(ttl="1h")
         proc.send_signal(signal.SIGHUP)
-        _wait_for_log(stack, proc, "reloaded identity file")
+        stack.wait_until(
+            proc,
+            lambda: stack.handler_log().count("reloaded identity file") == 2,
+            "the reload of a SIGHUP once running",
+            timeout=60,
+        )
         _append(stack, 40)
         stack.wait_until(proc, lambda: _all_arrived(stack), "the appended events", timeout=60)
     finally:
