@@ -403,6 +403,13 @@ class Stack:
             self.forward_port = _free_port()
         return self.forward_port
 
+    @property
+    def fluentd_pid(self) -> int | None:
+        """The running Fluentd's process id (benchmarks read its CPU time)."""
+        if self._fluentd is None or self._fluentd.poll() is not None:
+            return None
+        return self._fluentd.pid
+
     def start_fluentd(self, extra: Sequence[str] = ()) -> int:
         if self.fluentd not in FLUENTD_KINDS:
             raise ValueError(f"Stack(fluentd={self.fluentd!r}): give one of {FLUENTD_KINDS}")
