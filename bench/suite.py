@@ -5,6 +5,7 @@
     .venv/bin/python bench/suite.py live     [--rate 2000] [--seconds 60]
     .venv/bin/python bench/suite.py sessions [--sessions 500] [--events-per-session 2000]
     .venv/bin/python bench/suite.py workers  [--events 300000] [--counts 0,1,2,3]
+    .venv/bin/python bench/suite.py fluentd  [--events 600000] [--rounds 8]
 
 backlog
     A backlog of ``--events`` over ``--days`` days exported into the real
@@ -36,6 +37,10 @@ workers
     The bulk engine with 0, 1, 2 and 3 worker processes (``export-workers``):
     CPU per event of the engine's own process (the part bound to one core)
     and of the workers (the part that spreads over cores).
+fluentd
+    The real Fluentd's HTTP ceiling in ``--rounds`` fresh processes in a row,
+    each with its own CPU per event: Fluentd runs some of its lives at about
+    twice the CPU per event of others (docs/performance.md).
 
 Every handler row gives the peak RSS (VmHWM) and CPU seconds (user + system)
 per 100,000 events, and checks that every event arrived, once.
@@ -668,6 +673,31 @@ def workers(work: str, events: int, days: int, counts: list[int]) -> None:
         stack.stop()
 
 
+def fluentd_modes(work: str, events: int, rounds: int) -> None:
+    """The bare HTTP client's ceiling in fresh Fluentd processes, one after another."""
+    stack = Stack(root=os.path.join(work, "fluentd"), days=2, events_per_day=-(-events // 2))
+    stack.init(["--sessions-per-day", "0"])
+    bodies = corpus_json(stack)
+    rows: list[Row] = []
+    try:
+        for n in range(rounds):
+            fresh_fluentd(stack)
+            log(f"fresh Fluentd {n + 1} of {rounds}")
+            before = sink_cpu(stack)
+            seconds = http_ceiling(stack, bodies)
+            rows.append(
+                Row(
+                    f"fresh Fluentd {n + 1}, bare client, HTTP arrays of {BATCH}",
+                    len(bodies),
+                    seconds,
+                    sink_cpu_s=_less(sink_cpu(stack), before),
+                )
+            )
+    finally:
+        stack.stop()
+    print_table(f"Fluentd's HTTP ceiling, {len(bodies):,} events per fresh process", rows)
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="scenario", required=True)
@@ -687,6 +717,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--counts", default="0,1,2,3", help="export-workers values to run")
+    p = sub.add_parser("fluentd")
+    p.add_argument("--events", type=int, default=600_000)
+    p.add_argument("--rounds", type=int, default=8)
     p = sub.add_parser("clients")
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--rounds", type=int, default=2)
@@ -708,6 +741,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             clients(work, args.events, args.tree, args.rounds)
         elif args.scenario == "workers":
             workers(work, args.events, args.days, [int(n) for n in args.counts.split(",")])
+        elif args.scenario == "fluentd":
+            fluentd_modes(work, args.events, args.rounds)
         elif args.scenario == "live":
             live(work, args.rate, args.seconds)
         else:
