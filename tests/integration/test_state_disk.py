@@ -52,6 +52,9 @@ def test_a_full_state_disk_pauses_and_resumes_losing_nothing(
         toml = stack.handler_toml(start_time=stack.corpus_start(), storage=str(small_disk))
         proc = stack.start_handler(toml)
         stack.wait_until(proc, lambda: len(stack.received_by_uid()) > 0, "events at Fluentd", 60)
+        state = str(small_disk / stack.teleport_addr.replace(":", "_"))
+        # Its first status snapshot written (every 5 s) before the disk fills.
+        stack.wait_until(proc, lambda: status.collect(state)["running"], "a status snapshot", 30)
         filler = small_disk / "filler"
         _fill(filler)
         stack.wait_until(
@@ -61,7 +64,7 @@ def test_a_full_state_disk_pauses_and_resumes_losing_nothing(
         assert proc.poll() is None
         # The snapshot cannot be written either: once it is old, status says why.
         later = time.time() + status.STALE_AFTER + 5
-        report = status.collect(str(small_disk / stack.teleport_addr.replace(":", "_")), later)
+        report = status.collect(state, later)
         assert report["paused_disk_full"] and not report["not_responding"], report
         assert "PAUSED: the state disk is full" in status.render(report)[0]
         if filler.exists():
