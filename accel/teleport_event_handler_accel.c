@@ -543,6 +543,20 @@ static int js_literal(out_t *o, js_t *j, const char *word, size_t n, uint8_t cod
     return mp_put_be(o, code, 0, 0);
 }
 
+/* After an array item or object member: 1 when a comma follows (the next item
+ * is due), 0 when `close` ends the container, FALLBACK for anything else. */
+static int js_after_item(js_t *j, char close) {
+    js_space(j);
+    if (j->p == j->end) return FALLBACK;
+    if (*j->p == close) {
+        j->p++;
+        return 0;
+    }
+    if (*j->p++ != ',') return FALLBACK;
+    js_space(j);
+    return 1;
+}
+
 static int js_array(out_t *o, js_t *j, int depth) {
     size_t head = o->len;
     uint64_t count = 0;
@@ -558,14 +572,8 @@ static int js_array(out_t *o, js_t *j, int depth) {
         for (;;) {
             if ((rc = js_value(o, j, depth))) return rc;
             count++;
-            js_space(j);
-            if (j->p == j->end) return FALLBACK;
-            if (*j->p == ']') {
-                j->p++;
-                break;
-            }
-            if (*j->p++ != ',') return FALLBACK;
-            js_space(j);
+            if ((rc = js_after_item(j, ']')) < 0) return rc;
+            if (rc == 0) break;
         }
     }
     mp_fix_header(o, head, count, 0x90, 15, 0, 0xdc, 0xdd);
@@ -606,14 +614,8 @@ static int js_object(out_t *o, js_t *j, int depth) {
             } else if ((rc = js_value(o, j, depth))) {
                 return rc;
             }
-            js_space(j);
-            if (j->p == j->end) return FALLBACK;
-            if (*j->p == '}') {
-                j->p++;
-                break;
-            }
-            if (*j->p++ != ',') return FALLBACK;
-            js_space(j);
+            if ((rc = js_after_item(j, '}')) < 0) return rc;
+            if (rc == 0) break;
         }
     }
     mp_fix_header(o, head, count, 0x80, 15, 0, 0xde, 0xdf);
