@@ -271,6 +271,19 @@ def http_ceiling(stack: Stack, events: list[bytes]) -> float:
     return run_parallel(batches, CONNECTIONS, connect)
 
 
+def sink_ceiling(
+    stack: Stack,
+    bodies: list[bytes],
+    measure: Callable[[Stack, list[bytes]], float],
+    name: str,
+) -> Row:
+    """One bare-client ceiling run (``http_ceiling`` or ``forward_ceiling``) as a row,
+    with Fluentd's CPU over it."""
+    before = sink_cpu(stack)
+    seconds = measure(stack, bodies)
+    return Row(name, len(bodies), seconds, sink_cpu_s=_less(sink_cpu(stack), before))
+
+
 def _event_time(event: dict[str, object]) -> msgpack.ExtType:
     moment = datetime.datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
     return msgpack.ExtType(
@@ -412,30 +425,25 @@ def backlog(work: str, events: int, days: int) -> None:
             if attempt > 1:
                 fresh_fluentd(stack)
             log(f"ceiling: real Fluentd over HTTP from a bare client ({attempt} of 2)")
-            before = sink_cpu(stack)
-            seconds = http_ceiling(stack, bodies)
-            rows.append(
-                Row(
-                    f"real Fluentd ingest, HTTP arrays of {BATCH}, {CONNECTIONS} connections, "
-                    f"fresh Fluentd {attempt}",
-                    total,
-                    seconds,
-                    sink_cpu_s=_less(sink_cpu(stack), before),
-                )
+            row = sink_ceiling(
+                stack,
+                bodies,
+                http_ceiling,
+                f"real Fluentd ingest, HTTP arrays of {BATCH}, {CONNECTIONS} connections, "
+                f"fresh Fluentd {attempt}",
             )
-            http_s = min(http_s, seconds)
+            rows.append(row)
+            http_s = min(http_s, row.seconds)
         fresh_fluentd(stack)
         log("ceiling: real Fluentd over Forward from a bare client")
-        before = sink_cpu(stack)
-        fwd_s = forward_ceiling(stack, bodies)
-        rows.append(
-            Row(
-                f"real Fluentd ingest, Forward frames of {BATCH}, {CONNECTIONS} connections",
-                total,
-                fwd_s,
-                sink_cpu_s=_less(sink_cpu(stack), before),
-            )
+        row = sink_ceiling(
+            stack,
+            bodies,
+            forward_ceiling,
+            f"real Fluentd ingest, Forward frames of {BATCH}, {CONNECTIONS} connections",
         )
+        rows.append(row)
+        fwd_s = row.seconds
         del bodies
         sink = {False: total / http_s, True: total / fwd_s}
         source: dict[str, float] = {}
@@ -683,14 +691,12 @@ def fluentd_modes(work: str, events: int, rounds: int) -> None:
         for n in range(rounds):
             fresh_fluentd(stack)
             log(f"fresh Fluentd {n + 1} of {rounds}")
-            before = sink_cpu(stack)
-            seconds = http_ceiling(stack, bodies)
             rows.append(
-                Row(
+                sink_ceiling(
+                    stack,
+                    bodies,
+                    http_ceiling,
                     f"fresh Fluentd {n + 1}, bare client, HTTP arrays of {BATCH}",
-                    len(bodies),
-                    seconds,
-                    sink_cpu_s=_less(sink_cpu(stack), before),
                 )
             )
     finally:
