@@ -139,11 +139,6 @@ def _day(value: datetime.date) -> str:
     return value.isoformat()
 
 
-def _iso_utc(value: datetime.datetime) -> str:
-    """As sessions.scheduled_by writes upload times, so that they compare as text."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # Exported sessions are forgotten this long after the engine left the place
 # where their session.upload events lie (State.move_session_horizon).
 SESSION_MARGIN = datetime.timedelta(days=1)
@@ -296,7 +291,7 @@ class LegacyEngine(Engine):
                 window_start, key, last_id = window_end, "", ""
                 self.pipeline.submit(None, LegacyCursor(window_start, key, last_id))
                 # A restart reads again from the window just left at the earliest.
-                self.state.move_session_horizon(_iso_utc(window_start - window - SESSION_MARGIN))
+                self.state.move_session_horizon(window_start - window - SESSION_MARGIN)
                 continue
             # Caught up with the present: wait for new events.
             if self.exit_on_last_event:
@@ -374,10 +369,11 @@ class BulkEngine(Engine):
                         continue  # shutting down
                     current += datetime.timedelta(days=1)
                     self.state.add_date(_day(current))
-                    oldest = _day(current - datetime.timedelta(days=self.BACKLOG_DAYS))
+                    oldest_day = current - datetime.timedelta(days=self.BACKLOG_DAYS)
+                    oldest = _day(oldest_day)
                     self.state.forget_dates_before(oldest)
                     self.state.move_session_horizon(
-                        _day(current - datetime.timedelta(days=self.BACKLOG_DAYS) - SESSION_MARGIN)
+                        datetime.datetime.combine(oldest_day, datetime.time(), UTC) - SESSION_MARGIN
                     )
                     with self._lock:
                         for name in [d for d in self._finished if d < oldest]:

@@ -310,8 +310,8 @@ class State:
 
     # -- session recordings ----------------------------------------------------------
 
-    def move_session_horizon(self, moment: str) -> None:
-        """The engine no longer reads events before ``moment`` (ISO 8601, UTC).
+    def move_session_horizon(self, moment: datetime.datetime) -> None:
+        """The engine no longer reads events before ``moment``.
 
         A ``session.upload`` from before it cannot be read again, so an
         exported session uploaded before it needs no row to keep it from being
@@ -319,14 +319,17 @@ class State:
         finish (``_forget_if_behind``). Failed sessions stay, as a record.
         """
 
+        # As sessions.scheduled_by writes upload times, so that they compare as text.
+        horizon = _iso(moment)
+
         def write() -> None:
             self._db.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (SESSION_HORIZON, moment)
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (SESSION_HORIZON, horizon)
             )
             self._db.execute(
                 "DELETE FROM sessions WHERE status = 'done' AND upload_time != '' "
                 "AND upload_time < ?",
-                (moment,),
+                (horizon,),
             )
 
         self._write(write)

@@ -125,7 +125,7 @@ def test_exported_sessions_are_forgotten_once_their_uploads_lie_behind(tmp_path:
     state.apply([SessionCursor(sid, 3, done=True) for sid in ("old-done", "new-done", "no-time")])
     state.set_session_status("old-failed", "failed", attempts=3, retry_at=0.0)
     state.set_session_status("old-missing", "missing", attempts=1, retry_at=0.0)
-    state.move_session_horizon("2026-01-02")
+    state.move_session_horizon(datetime.datetime(2026, 1, 2, tzinfo=UTC))
     # Work still to do is never dropped, nor a failure (a record of a loss), nor a
     # session whose upload time is unknown.
     kept = {sid for sid in sids if state.session(sid)}
